@@ -1,0 +1,22 @@
+"""forkserve: a pre-fork, multi-process WSGI server.
+
+Follow one request through the modules in this order:
+
+1. ``cli``         the command line; turns errors into exit codes
+2. ``settings``    the one registry of settings (flags, config names, help)
+3. ``sockets``     parse ``--bind`` values; create, bind and listen
+4. ``master``      fork workers, handle signals, reap, respawn
+   (``process``, ``heartbeat``: forking and proof of life)
+5. ``worker``      after the fork: load the app, epoll loop, accept
+6. ``connection``  one client socket: bytes in, app call, bytes out
+7. ``http``        sans-IO protocol: ``parser`` + ``body`` (requests in),
+   ``response`` (response heads out), ``errors``, ``grammar``
+8. ``environ``     ``build_environ()``: parsed request -> WSGI environ
+9. ``streams``     ``wsgi.input``
+10. ``wsgi``       one app call: start_response, write(), close(), file_wrapper
+
+``apploader`` turns "module:app" into a callable, ``logs`` owns the error
+and access logs, and ``demo`` is the app served when none is named.
+"""
+
+__version__ = "0.1.0"

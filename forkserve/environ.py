@@ -1,0 +1,76 @@
+"""build_environ(): one parsed request -> the WSGI environ dict (PEP 3333).
+
+A pure function of its inputs. The constant part of the environ (server
+address, peer address, ``wsgi.*`` flags) is built once per connection by
+``base_environ()`` and copied for each request.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+from .http.parser import Request
+
+
+def base_environ(
+    *,
+    server: tuple[str, str],
+    peer: tuple[str, str],
+    url_scheme: str,
+    multithread: bool,
+    file_wrapper: Any,
+    errors: IO[str] | None = None,
+    script_name: str = "",
+) -> dict[str, Any]:
+    """The keys that stay the same for every request on one connection."""
+    return {
+        "SERVER_NAME": server[0],
+        "SERVER_PORT": server[1],
+        "REMOTE_ADDR": peer[0],
+        "REMOTE_PORT": peer[1],
+        "SCRIPT_NAME": script_name,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": url_scheme,
+        "wsgi.errors": errors or sys.stderr,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": file_wrapper,
+        "wsgi.input_terminated": True,
+    }
+
+
+def build_environ(base: dict[str, Any], request: Request, body: Any) -> dict[str, Any]:
+    """The environ of one request: ``base`` plus the request's own keys.
+
+    Header names containing "_" are dropped: as HTTP_* keys they would be
+    indistinguishable from the same name spelled with "-", letting a client
+    forge a header a proxy in front set or stripped.
+    """
+    environ = base.copy()
+    environ["REQUEST_METHOD"] = request.method
+    environ["PATH_INFO"] = request.path
+    environ["QUERY_STRING"] = request.query
+    environ["RAW_URI"] = request.target
+    environ["SERVER_PROTOCOL"] = request.version
+    environ["wsgi.input"] = body
+    script_name = base["SCRIPT_NAME"]
+    if script_name and request.path.startswith(script_name):
+        environ["PATH_INFO"] = request.path[len(script_name) :]
+    for name, value in request.headers:
+        if "_" in name:
+            continue
+        if name == "CONTENT-TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif name == "CONTENT-LENGTH":
+            environ["CONTENT_LENGTH"] = value
+        else:
+            key = "HTTP_" + name.replace("-", "_")
+            if key in environ:
+                # RFC 9110 §5.3 lets repeated fields join with commas; cookies use "; ".
+                value = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
+            environ[key] = value
+    if request.host is not None:
+        environ["HTTP_HOST"] = request.host
+    return environ

@@ -1,0 +1,141 @@
+"""Response heads: validating what the app sent and framing the body.
+
+``ResponseHead`` turns a WSGI status line and header list into bytes, and
+decides how the body is framed: by ``Content-Length`` when it is known,
+chunked on HTTP/1.1 otherwise, and by closing the connection on HTTP/1.0.
+Anything that would put a malformed message on the wire raises
+``InvalidResponse`` so the server can answer 500 instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import grammar
+from .errors import InvalidResponse
+
+# PEP 3333 forbids hop-by-hop headers from apps: the server owns framing and
+# connection management. "Connection: close" is tolerated as a request to
+# close, since many apps send it.
+HOP_BY_HOP = frozenset({"keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
+STATUS_LINE = re.compile(r"[1-9][0-9]{2} [\t \x21-\x7e\x80-\xff]*")
+FIELD_VALUE = re.compile(r"[\t \x21-\x7e\x80-\xff]*")
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Framing:
+    LENGTH = "length"
+    CHUNKED = "chunked"
+    CLOSE = "close"
+    NONE = "none"  # HEAD, 1xx, 204, 304
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """The head of one response and how its body is framed."""
+
+    status: int
+    data: bytes
+    framing: str
+    content_length: int | None
+    keep_alive: bool
+
+
+def status_code(status: str) -> int:
+    """The numeric code of a WSGI status string, checked for the wire."""
+    if not isinstance(status, str) or STATUS_LINE.fullmatch(status) is None:
+        raise InvalidResponse(f"invalid status line {status!r}")
+    return int(status[:3])
+
+
+def build_head(
+    status: str,
+    headers: list[tuple[str, str]],
+    *,
+    version: str,
+    method: str,
+    keep_alive: bool,
+    body_length: int | None,
+    extra: bytes,
+) -> ResponseHead:
+    """Serialise a response head.
+
+    ``body_length`` is the body's size when the server knows it (a
+    one-element list, a file), used when the app did not say.
+    ``extra`` is pre-encoded server headers (Date, Server) ending in CRLF.
+    """
+    code = status_code(status)
+    parts = [version.encode("ascii"), b" ", status.encode("latin-1"), b"\r\n", extra]
+    declared = None
+    for name, value in headers:
+        lname = _check_header(name, value)
+        if lname == "content-length":
+            declared = _content_length(value, declared)
+            continue
+        if lname == "connection":
+            if "close" in value.lower():
+                keep_alive = False
+            continue
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+
+    if method == "HEAD" or code < 200 or code in NO_BODY_STATUSES:
+        framing, length = Framing.NONE, declared
+        if declared is not None and code >= 200 and code != 204:
+            parts.append(b"Content-Length: %d\r\n" % declared)
+    elif declared is not None or body_length is not None:
+        framing = Framing.LENGTH
+        length = declared if declared is not None else body_length
+        parts.append(b"Content-Length: %d\r\n" % length)  # type: ignore[str-format]
+    elif version == "HTTP/1.1":
+        framing, length = Framing.CHUNKED, None
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    else:
+        framing, length, keep_alive = Framing.CLOSE, None, False
+
+    if keep_alive:
+        if version == "HTTP/1.0":
+            parts.append(b"Connection: keep-alive\r\n")
+    else:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    return ResponseHead(code, b"".join(parts), framing, length, keep_alive)
+
+
+def _check_header(name: str, value: str) -> str:
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise InvalidResponse(f"header {name!r}: {value!r} is not a pair of str")
+    if grammar.TOKEN.fullmatch(name.encode("latin-1", "replace")) is None:
+        raise InvalidResponse(f"invalid header name {name!r}")
+    if FIELD_VALUE.fullmatch(value) is None:
+        raise InvalidResponse(f"invalid value for header {name!r}")
+    lname = name.lower()
+    if lname in HOP_BY_HOP:
+        raise InvalidResponse(f"hop-by-hop header {name!r} set by the app")
+    return lname
+
+
+def _content_length(value: str, previous: int | None) -> int:
+    if not value.isdigit() or not value.isascii():
+        raise InvalidResponse(f"invalid Content-Length {value!r}")
+    length = int(value)
+    if previous is not None and previous != length:
+        raise InvalidResponse("conflicting Content-Length headers")
+    return length
+
+
+def simple_response(status: int, phrase: str, body: bytes, extra: bytes = b"") -> bytes:
+    """A complete closing response, for errors the server answers itself."""
+    return (
+        b"HTTP/1.1 %d %s\r\n%sContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (status, phrase.encode("ascii"), extra, len(body), body)
+    )
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"

@@ -1,0 +1,60 @@
+"""Process plumbing: forking a child that never returns, titles, exit reasons."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+
+# Exit codes a worker uses to tell the master why it left. The master stops
+# with the same code, so a script can tell a bad app from a bad config.
+EXIT_OK = 0
+EXIT_BOOT_FAILURE = 3  # the worker crashed while booting
+EXIT_APP_LOAD_ERROR = 4  # the app could not be imported / found
+EXIT_ABORTED = 5  # the worker was aborted after a request timeout
+
+
+def fork_child(run: Callable[[], int]) -> int:
+    """Fork; in the child run ``run()`` and always end in ``os._exit``.
+
+    The child must never return into the master's stack (it would run the
+    master's loop and cleanup a second time), whatever ``run`` raises.
+    """
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        code = run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def describe_exit(status: int) -> str:
+    """'exit code 3' or 'signal SIGKILL', from a waitpid status."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = str(number)
+        return f"signal {name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def set_title(title: str) -> None:
+    try:
+        from setproctitle import setproctitle
+    except ImportError:  # the title is a convenience; never fail over it
+        return
+    setproctitle(title)

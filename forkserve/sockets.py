@@ -1,0 +1,139 @@
+"""Listening sockets: parse ``--bind`` values, create, bind and listen.
+
+The master calls ``open_listeners()`` before forking, so every worker
+inherits the same sockets and the kernel spreads connections among them.
+With port 0 the kernel picks a port; ``Listener.url`` reports the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+
+class BindError(ValueError):
+    """A bind address that cannot be parsed or opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One parsed --bind value."""
+
+    family: socket.AddressFamily
+    host: str = ""
+    port: int = 0
+    path: str = ""  # unix sockets
+    fd: int = -1  # fd://N
+
+
+@dataclass(slots=True)
+class Listener:
+    """A bound, listening socket and where it really listens."""
+
+    sock: socket.socket
+    address: Address
+
+    @property
+    def url(self) -> str:
+        if self.address.family == socket.AF_UNIX:
+            return f"unix:{self.sock.getsockname()}"
+        host, port = self.sock.getsockname()[:2]
+        shown = f"[{host}]" if self.sock.family == socket.AF_INET6 else host
+        return f"http://{shown}:{port}"
+
+    @property
+    def server_name(self) -> tuple[str, str]:
+        """SERVER_NAME and SERVER_PORT for requests arriving here."""
+        if self.sock.family == socket.AF_UNIX:
+            return "localhost", ""
+        host, port = self.sock.getsockname()[:2]
+        return host, str(port)
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.address.family == socket.AF_UNIX and self.address.path:
+            remove_socket_file(self.address.path)
+
+
+def parse_bind(value: str) -> Address:
+    """Parse one bind value: HOST:PORT, :PORT, [IPV6]:PORT, unix:PATH, fd://N."""
+    if value.startswith("unix:"):
+        path = value[5:]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise BindError(f"bind {value!r}: unix: needs a path, e.g. unix:/run/app.sock")
+        return Address(socket.AF_UNIX, path=path)
+    if value.startswith("fd://"):
+        number = value[5:]
+        if not number.isdigit():
+            raise BindError(f"bind {value!r}: fd:// needs a file descriptor number, e.g. fd://3")
+        return Address(socket.AF_INET, fd=int(number))
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]")
+        if not sep or (port and not port.startswith(":")):
+            raise BindError(f"bind {value!r}: expected [IPV6]:PORT, e.g. [::1]:8000")
+        return Address(socket.AF_INET6, host, _port(value, port[1:] or "8000"))
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, "8000"  # a bare host, as in Gunicorn
+    if ":" in host:
+        raise BindError(f"bind {value!r}: put an IPv6 address in brackets, e.g. [::1]:8000")
+    return Address(socket.AF_INET, host or "0.0.0.0", _port(value, port))
+
+
+def _port(value: str, port: str) -> int:
+    if not port.isdigit() or int(port) > 65535:
+        raise BindError(f"bind {value!r}: port must be a number from 0 to 65535")
+    return int(port)
+
+
+def open_listener(address: Address, backlog: int) -> Listener:
+    if address.fd >= 0:
+        sock = socket.socket(fileno=address.fd)
+        if sock.type != socket.SOCK_STREAM:
+            raise BindError(f"fd://{address.fd} is not a stream socket")
+        sock.listen(backlog)
+        return Listener(sock, Address(sock.family, fd=address.fd))
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        if address.family == socket.AF_UNIX:
+            remove_socket_file(address.path)
+            sock.bind(address.path)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if address.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address.host, address.port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        where = address.path or f"{address.host}:{address.port}"
+        raise BindError(f"cannot listen on {where}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return Listener(sock, address)
+
+
+def open_listeners(binds: tuple[str, ...], backlog: int) -> list[Listener]:
+    listeners: list[Listener] = []
+    try:
+        for value in binds:
+            listeners.append(open_listener(parse_bind(value), backlog))
+    except BindError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def remove_socket_file(path: str) -> None:
+    """Remove a stale unix socket file, but never a file that is not a socket."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise BindError(f"cannot listen on {path}: it exists and is not a socket")
+    os.unlink(path)
