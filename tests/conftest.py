@@ -1,0 +1,265 @@
+"""Fixtures that run forkserve as a real process on a real socket.
+
+``serve(...)`` starts ``python -m forkserve`` in its own process group,
+learns the real address from the "Listening at:" log line (every test
+binds port 0), and at teardown stops it and checks that no process of
+that group survived. Only processes the test started are ever signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+LISTENING = re.compile(r"Listening at: (\S+) \(pid (\d+)\)")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is truthy or ``timeout`` passes (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in a process group, read from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+class Server:
+    """One forkserve process tree started by a test."""
+
+    def __init__(self, args: list[str], cwd: Path, log_path: Path, env: dict[str, str] | None) -> None:
+        self.log_path = log_path
+        self.log_file = open(log_path, "wb")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "apps"), full_env.get("PYTHONPATH", "")])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "forkserve", *args],
+            cwd=cwd,
+            env=full_env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self.urls: list[str] = []
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, count: int = 1) -> bool:
+        regex = re.compile(pattern)
+        return wait_until(lambda: len(regex.findall(self.log())) >= count, timeout)
+
+    def wait_ready(self, listeners: int = 1, workers: int = 1, timeout: float = 15.0) -> None:
+        ok = wait_until(
+            lambda: self.proc.poll() is not None
+            or (
+                len(LISTENING.findall(self.log())) >= listeners
+                and len(re.findall(r"Booting worker", self.log())) >= workers
+            ),
+            timeout,
+        )
+        if not ok or self.proc.poll() is not None:
+            raise AssertionError(f"forkserve did not become ready:\n{self.log()}")
+        self.urls = [url for url, _ in LISTENING.findall(self.log())]
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        host, port = self.address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        return sock
+
+    def workers(self) -> list[int]:
+        return children_of(self.pid)
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the master and wait for it; returns its exit code."""
+        if self.proc.poll() is None:
+            self.send_signal(signum)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"forkserve did not stop on {signal.Signals(signum).name}:\n{self.log()}")
+
+    def kill(self) -> None:
+        for pid in group_pids(self.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def survivors(self) -> list[int]:
+        return group_pids(self.pid)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start forkserve: ``serve("app:name", "--workers", "2")`` -> ready Server."""
+    started: list[Server] = []
+
+    def start(
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        ready: bool = True,
+        listeners: int = 1,
+        workers: int = 1,
+    ) -> Server:
+        argv = list(args)
+        if not any(a in ("-b", "--bind") or a.startswith("--bind=") for a in argv):
+            argv += ["--bind", "127.0.0.1:0"]
+        server = Server(argv, cwd or tmp_path, tmp_path / f"server{len(started)}.log", env)
+        started.append(server)
+        if ready:
+            server.wait_ready(listeners=listeners, workers=workers)
+        return server
+
+    yield start
+    leftovers = []
+    for server in started:
+        if server.proc.poll() is None:
+            server.stop(signal.SIGTERM)
+        # The group may still hold workers for a moment after the master exits.
+        wait_until(lambda s=server: not s.survivors(), timeout=10)
+        leftovers += server.survivors()
+        server.kill()
+        server.log_file.close()
+    assert not leftovers, f"forkserve processes survived the test: {leftovers}"
+
+
+def http_exchange(sock: socket.socket, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes and read until the server closes the connection."""
+    sock.settimeout(timeout)
+    sock.sendall(data)
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class ResponseReader:
+    """Reads successive raw responses from one socket, keeping leftover bytes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def _need(self, n: int) -> None:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed early; have {self.buf[:200]!r}")
+            self.buf += chunk
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            self._need(len(self.buf) + 1)
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def read(self, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """One response: (status, lower-cased headers, body)."""
+        while b"\r\n\r\n" not in self.buf:
+            self._need(len(self.buf) + 1)
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if head_only or status < 200 or status in (204, 304):
+            return status, headers, b""
+        if "content-length" in headers:
+            n = int(headers["content-length"])
+            self._need(n)
+            body, self.buf = self.buf[:n], self.buf[n:]
+        elif headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size = int(self._line(), 16)
+                self._need(size + 2)
+                body += self.buf[:size]
+                self.buf = self.buf[size + 2 :]
+                if size == 0:
+                    break
+        else:
+            body = self.rest()
+        return status, headers, body
+
+    def rest(self) -> bytes:
+        """Everything until the server closes the connection."""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            self.buf += chunk
+        data, self.buf = self.buf, b""
+        return data
+
+    def closed(self) -> bool:
+        """True when the server closed the connection with nothing more to say."""
+        return self.rest() == b""
