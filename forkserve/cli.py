@@ -43,7 +43,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--version", action="version", version=f"forkserve {__version__}")
     for name, kind, default, spec in settings.registry():
         shown = default if default not in ("", ()) else None
-        help_text = spec.help + (f" [default: {shown}]" if shown is not None and kind is not bool else "")
+        help_text = spec.help
+        if spec.choices:
+            help_text += f" One of: {', '.join(spec.choices)}."
+        if shown is not None and kind is not bool:
+            help_text += f" [default: {shown}]"
         if not spec.flags:
             parser.add_argument(
                 name, nargs="?", default=argparse.SUPPRESS, help=spec.help, metavar=spec.metavar
@@ -64,7 +68,6 @@ def build_parser() -> ArgumentParser:
                 action="append" if kind not in (int, float, str) else "store",
                 default=argparse.SUPPRESS,
                 metavar=spec.metavar or name.upper(),
-                choices=spec.choices or None,
                 help=help_text,
             )
     return parser
