@@ -2,8 +2,10 @@
 
 The master creates one ``Heartbeat`` per worker before forking: a shared
 anonymous memory page holding the worker's last monotonic timestamp
-(CLOCK_MONOTONIC is the same clock in every process). The worker's
-``beat()`` writes it; the master's ``age()`` reads it and judges.
+(CLOCK_MONOTONIC is the same clock in every process) and a "booted" flag.
+The worker's ``beat()`` writes the time; the master's ``age()`` reads it
+and judges. ``mark_ready()`` tells the master the app is loaded, which a
+reload waits for before it retires the old workers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import struct
 import time
 
 _STAMP = struct.Struct("d")
+_READY_OFFSET = _STAMP.size
 
 
 class Heartbeat:
@@ -27,6 +30,13 @@ class Heartbeat:
         """Seconds since the worker last proved it was alive."""
         stamp: float = _STAMP.unpack_from(self._page, 0)[0]
         return time.monotonic() - stamp
+
+    def mark_ready(self) -> None:
+        self._page[_READY_OFFSET] = 1
+
+    @property
+    def ready(self) -> bool:
+        return self._page[_READY_OFFSET] == 1
 
     def close(self) -> None:
         self._page.close()

@@ -1,33 +1,34 @@
-"""Master: binds nothing itself, forks the workers and keeps them healthy.
+"""Master: forks the workers and keeps the pool healthy.
 
 One loop: wait for a signal (or a second), handle the queued signals one
 small ``handle_<name>`` method each, reap exited workers, abort stuck
-ones, and spawn workers up to the wanted number. Signal handlers do no
-work: ``signal.set_wakeup_fd`` writes each signal's number to a pipe, and
-the loop reads the numbers from that pipe.
+ones, finish a reload in progress, and spawn workers up to the wanted
+number. Signal handlers do no work: ``signal.set_wakeup_fd`` writes each
+signal's number to a pipe, and the loop reads the numbers from that pipe.
+
+Operator signals (Gunicorn's): TERM graceful stop, INT/QUIT quick stop,
+HUP reload, TTIN/TTOU one worker more/less, USR1 reopen logs, USR2
+upgrade the master in place, WINCH stop the workers but keep the master.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 import os
 import select
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
+from . import logs, systemd
 from .heartbeat import Heartbeat
-from .process import (
-    EXIT_APP_LOAD_ERROR,
-    EXIT_BOOT_FAILURE,
-    describe_exit,
-    fork_child,
-    set_title,
-)
-from .settings import Settings
-from .sockets import Listener
+from .hooks import run_hook
+from .process import BOOT_FAILURES, describe_exit, fork_child, set_title
+from .settings import SettingError, Settings
+from .sockets import UPGRADE_FDS, Listener
 from .worker import Worker
 
 HANDLED_SIGNALS = (
@@ -38,12 +39,33 @@ HANDLED_SIGNALS = (
     signal.SIGTTIN,
     signal.SIGTTOU,
     signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
     signal.SIGCHLD,
 )
 ABORT_GRACE = 2.0  # seconds between SIGABRT and SIGKILL for a stuck worker
 QUICK_STOP_GRACE = 2.0  # seconds workers get on SIGINT/SIGQUIT before SIGKILL
 CRASH_WINDOW = 60.0  # crashes counted for the respawn back-off
-BOOT_FAILURES = (EXIT_BOOT_FAILURE, EXIT_APP_LOAD_ERROR)
+
+
+@dataclass
+class Origin:
+    """How this master was started, to reload settings or re-execute itself."""
+
+    argv: list[str] = field(default_factory=list)
+    cwd: str = ""
+    reload_settings: Callable[[], Settings] | None = None
+    upgraded: bool = False  # started by an older master's SIGUSR2
+
+
+@dataclass
+class Reload:
+    """A reload in progress: the workers it replaces and what to restore on failure."""
+
+    old_workers: list[Worker]
+    old_settings: Settings
+    old_wanted: int
+    old_generation: int
 
 
 class Master:
@@ -52,26 +74,36 @@ class Master:
         settings: Settings,
         listeners: list[Listener],
         app: Callable[..., Iterable[bytes]] | None = None,
+        origin: Origin | None = None,
     ) -> None:
         self.settings = settings
         self.listeners = listeners
         self.app = app  # set when preloaded
+        self.origin = origin or Origin()
         self.wanted = settings.worker_count
         self.workers: dict[int, Worker] = {}
-        self.log = logging.getLogger("forkserve.error")
+        self.generation = 0
+        self.reloading: Reload | None = None
+        self.log = logs.error_logger()
         self.exit_code: int | None = None
         self.graceful = True
+        self.announced_ready = False
         self.crashes: list[float] = []
         self.spawn_after = 0.0
         self.next_number = 1
+        self.pidfile = settings.pidfile
+        self.new_master = 0  # pid of the master started by SIGUSR2
 
     # -- the loop --------------------------------------------------------
 
     def run(self) -> int:
+        self.pid = os.getpid()
         set_title(f"forkserve: master [{self.settings.proc_name or self.settings.app}]")
         self.install_signals()
+        run_hook(self.settings, "on_starting", self)
+        self.write_pidfile()
         for listener in self.listeners:
-            self.log.info("Listening at: %s (pid %d)", listener.url, os.getpid())
+            self.log.info("Listening at: %s (pid %d)", listener.url, self.pid)
         if self.app is not None:
             gc.freeze()  # keep the preloaded app's objects on shared copy-on-write pages
         self.spawn_missing()
@@ -80,6 +112,8 @@ class Master:
                 self.dispatch(signum)
             self.reap()
             self.abort_stuck()
+            self.check_reload()
+            self.check_ready()
             self.spawn_missing()
         return self.stop()
 
@@ -99,6 +133,8 @@ class Master:
             return []
 
     def sleep_time(self) -> float:
+        if self.reloading or not self.announced_ready:
+            return 0.1  # waiting for workers to boot: look often
         return max(0.05, min(1.0, self.spawn_after - time.monotonic())) if self.spawn_after else 1.0
 
     def dispatch(self, signum: int) -> None:
@@ -113,7 +149,7 @@ class Master:
         """Reaping happens in the loop right after the signals."""
 
     def handle_term(self) -> None:
-        """Graceful stop: workers finish what they have, then everything exits."""
+        """Graceful stop: workers serve what is queued and in flight, then all exit."""
         self.log.info("Handling SIGTERM: graceful stop")
         self.exit_code, self.graceful = 0, True
 
@@ -126,51 +162,87 @@ class Master:
         self.exit_code, self.graceful = 0, False
 
     def handle_ttin(self) -> None:
-        self.wanted += 1
-        self.log.info("Handling SIGTTIN: %d workers wanted", self.wanted)
+        self.set_wanted(self.wanted + 1, "SIGTTIN")
 
     def handle_ttou(self) -> None:
-        self.wanted = max(1, self.wanted - 1)
-        self.log.info("Handling SIGTTOU: %d workers wanted", self.wanted)
+        self.set_wanted(max(1, self.wanted - 1), "SIGTTOU")
         self.retire_extra()
 
     def handle_hup(self) -> None:
-        """Reload: new workers with freshly loaded code, then the old ones leave."""
-        self.log.info("Handling SIGHUP: reloading workers")
-        old = list(self.workers.values())
-        for _ in range(self.wanted):
-            self.spawn()
-        for worker in old:
-            self.retire(worker)
+        """Reload: new workers with the new config and code; the old leave once they are up."""
+        self.log.info("Handling SIGHUP: reloading")
+        systemd.notify("RELOADING=1")
+        try:
+            settings = self.origin.reload_settings() if self.origin.reload_settings else self.settings
+        except SettingError as error:
+            self.log.error("Reload failed, keeping the running workers: %s", error)
+            systemd.notify("READY=1")
+            return
+        if settings.binds != self.settings.binds:
+            self.log.warning("bind changed in the config; sockets stay as they are until a restart")
+        if self.reloading is None:
+            self.reloading = Reload(list(self.workers.values()), self.settings, self.wanted, self.generation)
+        else:
+            self.reloading.old_workers += list(self.current_workers())
+        self.settings = settings
+        logs.configure(settings)
+        run_hook(settings, "on_reload", self)
+        self.generation += 1
+        self.set_wanted(settings.worker_count, "reload")
 
     def handle_usr1(self) -> None:
         self.log.info("Handling SIGUSR1: reopening log files")
-        for handler in (
-            logging.getLogger("forkserve.error").handlers + logging.getLogger("forkserve.access").handlers
-        ):
-            if isinstance(handler, logging.FileHandler):
-                handler.close()  # reopened on the next record
+        logs.reopen_files()
         for worker in self.workers.values():
             self.kill_worker(worker, signal.SIGUSR1)
 
+    def handle_usr2(self) -> None:
+        """Upgrade in place: start a new master that inherits the listening sockets."""
+        if self.new_master:
+            self.log.warning("Handling SIGUSR2: an upgrade is already running (pid %d)", self.new_master)
+            return
+        self.log.info("Handling SIGUSR2: starting a new master")
+        self.new_master = fork_child(self.exec_new_master)
+        if self.pidfile:
+            self.move_pidfile(self.settings.pidfile + ".oldbin")
+
+    def handle_winch(self) -> None:
+        """Stop the workers gracefully but keep the master (after an upgrade)."""
+        self.log.info("Handling SIGWINCH: stopping workers, keeping the master")
+        self.wanted = 0
+        for worker in list(self.workers.values()):
+            self.retire(worker)
+
     # -- workers ---------------------------------------------------------
+
+    def current_workers(self) -> list[Worker]:
+        return [w for w in self.workers.values() if w.generation == self.generation and not w.retiring]
+
+    def set_wanted(self, wanted: int, why: str) -> None:
+        old, self.wanted = self.wanted, wanted
+        if old != wanted:
+            self.log.info("%s: %d workers wanted (was %d)", why, wanted, old)
+            run_hook(self.settings, "nworkers_changed", self, wanted, old)
 
     def spawn(self) -> None:
         worker = Worker(self.next_number, self.settings, self.listeners, Heartbeat(), self.app)
+        worker.generation = self.generation
+        worker.watch_files = self.settings.reload and not any(w.watch_files for w in self.current_workers())
         self.next_number += 1
-        worker.pid = fork_child(worker.run)
+        run_hook(self.settings, "pre_fork", self, worker)
+        worker.pid = fork_child(lambda: worker.run(self))
         self.workers[worker.pid] = worker
 
     def spawn_missing(self) -> None:
         if self.exit_code is not None or time.monotonic() < self.spawn_after:
             return
-        while len(self.workers) < self.wanted:
+        for _ in range(self.wanted - len(self.current_workers())):
             self.spawn()
 
     def retire_extra(self) -> None:
         """Gracefully stop the oldest workers beyond the wanted number."""
-        extra = len(self.workers) - self.wanted
-        for worker in sorted(self.workers.values(), key=lambda w: w.number)[: max(0, extra)]:
+        current = sorted(self.current_workers(), key=lambda w: w.number)
+        for worker in current[: max(0, len(current) - self.wanted)]:
             self.retire(worker)
 
     def retire(self, worker: Worker) -> None:
@@ -190,21 +262,29 @@ class Master:
                 return
             if pid == 0:
                 return
+            if pid == self.new_master:
+                self.new_master_exited(status)
+                continue
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
             worker.heartbeat.close()
             self.explain_exit(worker, status)
+            run_hook(self.settings, "child_exit", self, worker)
 
     def explain_exit(self, worker: Worker, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
+        how = describe_exit(status)
         if code in BOOT_FAILURES and self.exit_code is None:
-            self.log.error("Worker %d failed to boot (%s); stopping", worker.pid, describe_exit(status))
-            self.exit_code, self.graceful = code, False
+            if self.reloading is not None and worker.generation == self.generation:
+                self.abandon_reload(f"a new worker failed to boot ({how})")
+            elif not worker.retiring:
+                self.log.error("Worker %d failed to boot (%s); stopping", worker.pid, how)
+                self.exit_code, self.graceful = code, False
         elif code == 0 or self.exit_code is not None or worker.retiring:
-            self.log.info("Worker %d exited (%s)", worker.pid, describe_exit(status))
+            self.log.info("Worker %d exited (%s)", worker.pid, how)
         else:
-            self.log.warning("Worker %d died (%s); replacing it", worker.pid, describe_exit(status))
+            self.log.warning("Worker %d died (%s); replacing it", worker.pid, how)
             self.back_off()
 
     def back_off(self) -> None:
@@ -227,15 +307,110 @@ class Master:
                 if now - worker.aborted_at > ABORT_GRACE:
                     self.log.error("Worker %d ignored SIGABRT; killing it", worker.pid)
                     self.kill_worker(worker, signal.SIGKILL)
-            elif worker.heartbeat.age() > timeout:
+                    worker.aborted_at = float("inf")  # killed once is enough
+            elif worker.heartbeat.ready and worker.heartbeat.age() > timeout:
                 self.log.critical("WORKER TIMEOUT (pid:%d) after %gs", worker.pid, timeout)
                 worker.aborted_at = now
                 self.kill_worker(worker, signal.SIGABRT)
+
+    # -- reload and readiness --------------------------------------------
+
+    def check_reload(self) -> None:
+        """Retire the old workers once every new one has booted."""
+        reload = self.reloading
+        if reload is None:
+            return
+        new = self.current_workers()
+        if len(new) >= self.wanted and all(w.heartbeat.ready for w in new):
+            for worker in reload.old_workers:
+                if worker.pid in self.workers:
+                    self.retire(worker)
+            self.reloading = None
+            self.log.info("Reload complete: %d new workers serving", len(new))
+            systemd.notify("READY=1")
+
+    def abandon_reload(self, why: str) -> None:
+        """The new code or config cannot boot: keep the old workers serving."""
+        reload = self.reloading
+        assert reload is not None
+        self.log.error("Reload failed, keeping the old workers: %s", why)
+        for worker in self.current_workers():
+            self.retire(worker)
+        self.settings, self.wanted, self.generation = (
+            reload.old_settings,
+            reload.old_wanted,
+            reload.old_generation,
+        )
+        self.reloading = None
+        systemd.notify("READY=1")
+
+    def check_ready(self) -> None:
+        if self.announced_ready:
+            return
+        current = self.current_workers()
+        if len(current) >= self.wanted and all(w.heartbeat.ready for w in current):
+            self.announced_ready = True
+            run_hook(self.settings, "when_ready", self)
+            message = f"MAINPID={self.pid}\nREADY=1" if self.origin.upgraded else "READY=1"
+            systemd.notify(message)
+
+    # -- upgrade in place ------------------------------------------------
+
+    def exec_new_master(self) -> int:
+        """In a forked child: become a new master that inherits our sockets."""
+        run_hook(self.settings, "pre_exec", self)
+        fds = []
+        for listener in self.listeners:
+            listener.sock.set_inheritable(True)
+            fds.append(str(listener.sock.fileno()))
+        env = {**os.environ, UPGRADE_FDS: ",".join(fds)}
+        if self.origin.cwd:
+            os.chdir(self.origin.cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "forkserve", *self.origin.argv], env)
+        return 1  # not reached: execve replaces the process
+
+    def new_master_exited(self, status: int) -> None:
+        self.log.error(
+            "New master %d exited (%s); this master carries on", self.new_master, describe_exit(status)
+        )
+        self.new_master = 0
+        if self.pidfile:
+            self.move_pidfile(self.settings.pidfile)
+
+    # -- pid file --------------------------------------------------------
+
+    def write_pidfile(self) -> None:
+        if not self.pidfile:
+            return
+        temporary = f"{self.pidfile}.{self.pid}.tmp"
+        with open(temporary, "w") as file:
+            file.write(f"{self.pid}\n")
+        os.replace(temporary, self.pidfile)
+
+    def move_pidfile(self, path: str) -> None:
+        try:
+            os.replace(self.pidfile, path)
+        except OSError as exc:
+            self.log.warning("Cannot move pid file %s to %s: %s", self.pidfile, path, exc.strerror)
+            return
+        self.pidfile = path
+
+    def remove_pidfile(self) -> None:
+        if not self.pidfile:
+            return
+        try:
+            with open(self.pidfile) as file:
+                mine = file.read().strip() == str(self.pid)
+            if mine:  # a new master may own the path by now
+                os.unlink(self.pidfile)
+        except OSError:
+            pass
 
     # -- stopping --------------------------------------------------------
 
     def stop(self) -> int:
         """Stop every worker (gracefully or quickly), close the sockets, return the exit code."""
+        systemd.notify("STOPPING=1")
         signum = signal.SIGTERM if self.graceful else signal.SIGQUIT
         grace = self.settings.graceful_timeout if self.graceful else QUICK_STOP_GRACE
         for worker in self.workers.values():
@@ -258,7 +433,9 @@ class Master:
             if pid in self.workers:
                 self.workers.pop(pid).heartbeat.close()
         for listener in self.listeners:
-            listener.close()
-        self.log.info("Shutting down: master %d", os.getpid())
+            listener.close(remove_file=not self.new_master)
+        self.remove_pidfile()
+        run_hook(self.settings, "on_exit", self)
+        self.log.info("Shutting down: master %d", self.pid)
         assert self.exit_code is not None
         return self.exit_code

@@ -14,6 +14,7 @@ EXIT_OK = 0
 EXIT_BOOT_FAILURE = 3  # the worker crashed while booting
 EXIT_APP_LOAD_ERROR = 4  # the app could not be imported / found
 EXIT_ABORTED = 5  # the worker was aborted after a request timeout
+BOOT_FAILURES = (EXIT_BOOT_FAILURE, EXIT_APP_LOAD_ERROR)
 
 
 def fork_child(run: Callable[[], int]) -> int:
@@ -58,3 +59,39 @@ def set_title(title: str) -> None:
     except ImportError:  # the title is a convenience; never fail over it
         return
     setproctitle(title)
+
+
+def daemonize() -> None:
+    """Detach from the terminal: fork twice, new session, stdio to /dev/null."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def resolve_ids(user: str, group: str) -> tuple[int | None, int | None]:
+    """(uid, gid) for --user/--group given as names or numbers; None when unset."""
+    import grp
+    import pwd
+
+    uid = gid = None
+    if user:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    return uid, gid
+
+
+def drop_privileges(uid: int | None, gid: int | None) -> None:
+    """Switch to gid then uid (in that order: after setuid, setgid is not allowed)."""
+    if gid is not None:
+        os.setgroups([gid])
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)

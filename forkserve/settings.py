@@ -4,19 +4,24 @@ Every setting is a field of ``Settings``. The command line, config files,
 ``FORKSERVE_CMD_ARGS`` and ``--help`` are all generated from these fields,
 so adding a setting is one entry here. Field names are Gunicorn's config
 names and flags are Gunicorn's flags, so a Gunicorn user's muscle memory
-and config files carry over.
+and config files carry over. Hooks are settings too, set only from a
+Python config file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+CERT_REQS = ("none", "optional", "required")
+TLS_VERSIONS = ("1.2", "1.3")
+Hook = Callable[..., Any] | None
 
 
 class SettingError(ValueError):
@@ -32,6 +37,8 @@ class Spec:
     metavar: str | None = None
     choices: tuple[str, ...] = ()
     check: Callable[[Any], str | None] | None = None  # returns a problem, or None
+    positional: bool = False
+    hook: bool = False
 
 
 def setting(
@@ -41,16 +48,43 @@ def setting(
     metavar: str | None = None,
     choices: Sequence[str] = (),
     check: Callable[[Any], str | None] | None = None,
+    positional: bool = False,
 ) -> Any:
-    spec = Spec(tuple(flags), help, metavar, tuple(choices), check)
+    spec = Spec(tuple(flags), help, metavar, tuple(choices), check, positional)
     return field(default=default, metadata={"spec": spec})
+
+
+def hook(help: str) -> Any:
+    return field(default=None, metadata={"spec": Spec((), help, hook=True)})
 
 
 def at_least(minimum: float) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        return None if value >= minimum else f"must be at least {minimum}"
+        return None if value >= minimum else f"must be at least {minimum:g}"
 
     return check
+
+
+def each_key_value(values: tuple[str, ...]) -> str | None:
+    return next((f"{v!r} is not KEY=VALUE" for v in values if "=" not in v.strip("=")), None)
+
+
+def networks(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        if value != "*":
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                return f"{value!r} is not an IP address or CIDR range (or '*')"
+    return None
+
+
+def octal_umask(value: str) -> str | None:
+    try:
+        number = int(value, 8)
+    except ValueError:
+        return "is not an octal number such as 022"
+    return None if 0 <= number <= 0o777 else "must be between 000 and 777"
 
 
 def default_bind() -> tuple[str, ...]:
@@ -74,6 +108,15 @@ class Settings:
         help="The WSGI app as module:name, module, or module:factory(args). "
         "Without one, forkserve serves its built-in demo app.",
         metavar="APP",
+        positional=True,
+    )
+    config: str = setting(
+        "",
+        "-c",
+        "--config",
+        help="Config file: Python (Gunicorn's setting names, plus hooks) or .toml. "
+        "Default: ./forkserve.conf.py when it exists.",
+        metavar="FILE",
     )
     chdir: str = setting("", "--chdir", help="Change to this directory before loading the app.")
     pythonpath: tuple[str, ...] = setting(
@@ -88,15 +131,25 @@ class Settings:
         "--env",
         help="Set an environment variable KEY=VALUE (repeatable).",
         metavar="KEY=VALUE",
-        check=lambda values: next(
-            (f"{v!r} is not KEY=VALUE" for v in values if "=" not in v.strip("=")), None
-        ),
+        check=each_key_value,
     )
     preload_app: bool = setting(
         False, "--preload", help="Load the app once in the master before forking workers."
     )
+    reload: bool = setting(
+        False, "--reload", help="Restart workers when the app's source files change (development)."
+    )
+    reload_engine: str = setting(
+        "auto",
+        "--reload-engine",
+        help="How --reload watches files: watchfiles (inotify) when installed, else stat polling.",
+        choices=("auto", "poll", "watchfiles"),
+    )
+    reload_extra_files: tuple[str, ...] = setting(
+        (), "--reload-extra-file", help="More files to watch with --reload (repeatable).", metavar="FILE"
+    )
 
-    # -- sockets and processes -------------------------------------------
+    # -- sockets ---------------------------------------------------------
     bind: tuple[str, ...] = setting(
         (),
         "-b",
@@ -106,6 +159,15 @@ class Settings:
         metavar="ADDRESS",
     )
     backlog: int = setting(2048, "--backlog", help="Listen backlog of each socket.", check=at_least(1))
+    umask: str = setting(
+        "022",
+        "-m",
+        "--umask",
+        help="Octal umask for files and unix sockets forkserve creates.",
+        check=octal_umask,
+    )
+
+    # -- processes -------------------------------------------------------
     workers: int = setting(
         0,
         "-w",
@@ -113,11 +175,24 @@ class Settings:
         help="Number of worker processes. Default: $WEB_CONCURRENCY, else 1.",
         check=at_least(0),
     )
+    threads: int = setting(
+        1,
+        "--threads",
+        help="Threads per worker running requests, while the worker's loop keeps accepting.",
+        check=at_least(1),
+    )
+    worker_class: str = setting(
+        "sync",
+        "-k",
+        "--worker-class",
+        help="Accepted for Gunicorn configs: 'sync', or 'gthread' (use --threads).",
+        choices=("sync", "gthread"),
+    )
     timeout: float = setting(
         30.0,
         "-t",
         "--timeout",
-        help="Seconds a worker may stay silent (stuck in one request) before it is "
+        help="Seconds one request may run (a worker may stay silent) before it is "
         "aborted and replaced. 0 disables.",
         check=at_least(0),
     )
@@ -127,6 +202,31 @@ class Settings:
         help="Seconds workers get to finish in-flight requests when stopping.",
         check=at_least(0),
     )
+    max_requests: int = setting(
+        0, "--max-requests", help="Recycle a worker after this many requests. 0 disables.", check=at_least(0)
+    )
+    max_requests_jitter: int = setting(
+        0,
+        "--max-requests-jitter",
+        help="Add a random 0..N to max_requests per worker, so workers do not recycle together.",
+        check=at_least(0),
+    )
+    max_worker_memory: int = setting(
+        0,
+        "--max-worker-memory",
+        help="Recycle a worker whose unique memory (USS) passes this many MiB. 0 disables.",
+        metavar="MIB",
+        check=at_least(0),
+    )
+    proc_name: str = setting("", "-n", "--name", help="Name shown in process titles.")
+    pidfile: str = setting("", "-p", "--pid", help="Write the master's pid to this file.", metavar="FILE")
+    user: str = setting("", "-u", "--user", help="Switch worker processes to this user (name or uid).")
+    group: str = setting("", "-g", "--group", help="Switch worker processes to this group (name or gid).")
+    daemon: bool = setting(
+        False, "-D", "--daemon", help="Detach from the terminal and run in the background."
+    )
+
+    # -- connections and limits ------------------------------------------
     keepalive: float = setting(
         5.0,
         "--keep-alive",
@@ -145,15 +245,6 @@ class Settings:
         help="Seconds a body read or response write may stall before the connection is closed.",
         check=at_least(0.1),
     )
-    max_requests: int = setting(
-        0,
-        "--max-requests",
-        help="Recycle a worker after this many requests. 0 disables.",
-        check=at_least(0),
-    )
-    proc_name: str = setting("", "-n", "--name", help="Name shown in process titles.")
-
-    # -- limits on requests ----------------------------------------------
     limit_request_line: int = setting(
         4094,
         "--limit-request-line",
@@ -180,10 +271,58 @@ class Settings:
         check=at_least(0),
     )
 
+    # -- proxies and TLS -------------------------------------------------
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        ("127.0.0.1", "::1"),
+        "--forwarded-allow-ips",
+        help="Proxies (IPs or CIDR ranges, comma-separated; '*' for any) whose "
+        "X-Forwarded-* and Forwarded headers are believed.",
+        metavar="IPS",
+        check=networks,
+    )
+    proxy_protocol: bool = setting(
+        False, "--proxy-protocol", help="Expect a PROXY protocol v1/v2 header from trusted proxies."
+    )
+    certfile: str = setting("", "--certfile", help="TLS certificate file (PEM); enables HTTPS.")
+    keyfile: str = setting("", "--keyfile", help="TLS private key file (PEM).")
+    ca_certs: str = setting("", "--ca-certs", help="CA certificates to verify client certificates.")
+    cert_reqs: str = setting("none", "--cert-reqs", help="Client certificate requirement.", choices=CERT_REQS)
+    ciphers: str = setting("", "--ciphers", help="OpenSSL cipher list for TLS 1.2.")
+    tls_min_version: str = setting(
+        "1.2", "--tls-min-version", help="Lowest TLS version accepted.", choices=TLS_VERSIONS
+    )
+
     # -- logging ---------------------------------------------------------
     loglevel: str = setting("info", "--log-level", help="Error log level.", choices=LOG_LEVELS)
     errorlog: str = setting("-", "--error-logfile", "--log-file", help="Error log file; '-' is stderr.")
     accesslog: str = setting("", "--access-logfile", help="Access log file; '-' is stdout. Off when empty.")
+    access_log_format: str = setting(
+        "",
+        "--access-log-format",
+        help="Access log format with Gunicorn's atoms, or 'json'. Default: combined plus %%(D)s.",
+        metavar="FORMAT",
+    )
+    logconfig: str = setting("", "--log-config", help="A logging fileConfig file; takes over logging.")
+    logconfig_dict: dict[str, Any] | None = setting(
+        None, help="A logging dictConfig dictionary (config file only); takes over logging."
+    )
+
+    # -- hooks (Gunicorn's names and signatures; config file only) ------
+    on_starting: Hook = hook("on_starting(server): before the master opens sockets.")
+    on_reload: Hook = hook("on_reload(server): when SIGHUP starts a reload.")
+    when_ready: Hook = hook("when_ready(server): after the first workers are forked.")
+    pre_fork: Hook = hook("pre_fork(server, worker): in the master, before forking a worker.")
+    post_fork: Hook = hook("post_fork(server, worker): in the worker, right after the fork.")
+    post_worker_init: Hook = hook("post_worker_init(worker): in the worker, after the app is loaded.")
+    worker_int: Hook = hook("worker_int(worker): in the worker, on SIGINT or SIGQUIT.")
+    worker_abort: Hook = hook("worker_abort(worker): in the worker, when its request timed out.")
+    pre_exec: Hook = hook("pre_exec(server): in the new master, before it re-executes itself (SIGUSR2).")
+    pre_request: Hook = hook("pre_request(worker, req): in the worker, before the app is called.")
+    post_request: Hook = hook("post_request(worker, req, environ, resp): after the response is sent.")
+    child_exit: Hook = hook("child_exit(server, worker): in the master, after a worker exited.")
+    worker_exit: Hook = hook("worker_exit(server, worker): in the worker, as it leaves.")
+    nworkers_changed: Hook = hook("nworkers_changed(server, new_value, old_value): pool size changed.")
+    on_exit: Hook = hook("on_exit(server): just before the master exits.")
 
     @property
     def worker_count(self) -> int:
@@ -194,14 +333,20 @@ class Settings:
         return self.bind or default_bind()
 
 
-def registry() -> list[tuple[str, type, Any, Spec]]:
-    """Every setting as (name, type, default, spec), in declaration order."""
+@dataclass(frozen=True)
+class Entry:
+    """One setting of the registry."""
+
+    name: str
+    kind: Any
+    default: Any
+    spec: Spec
+
+
+def registry() -> list[Entry]:
+    """Every setting, in declaration order."""
     hints = get_type_hints(Settings)
-    return [(f.name, hints[f.name], f.default, f.metadata["spec"]) for f in dataclasses.fields(Settings)]
-
-
-def names() -> list[str]:
-    return [f.name for f in dataclasses.fields(Settings)]
+    return [Entry(f.name, hints[f.name], f.default, f.metadata["spec"]) for f in dataclasses.fields(Settings)]
 
 
 def nearest(word: str, candidates: Sequence[str]) -> str:
@@ -210,9 +355,17 @@ def nearest(word: str, candidates: Sequence[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def coerce(name: str, kind: type, value: Any) -> Any:
-    """Turn a raw value (a string from a flag, or a Python/TOML value) into ``kind``."""
+WANTED = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def coerce(entry: Entry, value: Any) -> Any:
+    """Turn a raw value (a string from a flag, or a Python/TOML value) into the setting's type."""
+    kind = entry.kind
     try:
+        if entry.spec.hook:
+            if value is not None and not callable(value):
+                raise ValueError
+            return value
         if kind is bool:
             if isinstance(value, bool):
                 return value
@@ -222,47 +375,52 @@ def coerce(name: str, kind: type, value: Any) -> Any:
             if text in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        if kind is int or kind is float:
+            if isinstance(value, bool) or (kind is int and isinstance(value, float)):
                 raise ValueError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
+            if entry.name == "umask" and isinstance(value, int):
+                return format(value, "03o")
+            return kind(value)
         if kind is str:
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and entry.name in ("umask", "user", "group")
+            ):
+                return format(value, "03o") if entry.name == "umask" else str(value)
             if not isinstance(value, str):
                 raise ValueError
             return value
-        # tuple[str, ...]: a list, or one string that may be comma-separated
+        if kind == dict[str, Any] | None:
+            if value is not None and not isinstance(value, dict):
+                raise ValueError
+            return value
+        # tuple[str, ...]: a list, or one string; some settings split on commas.
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError
-        if name == "pythonpath":
-            return tuple(part for v in value for part in v.split(",") if part)
+        if entry.name in ("pythonpath", "forwarded_allow_ips"):
+            return tuple(part.strip() for v in value for part in v.split(",") if part.strip())
         return tuple(value)
     except (TypeError, ValueError):
-        wanted = {bool: "true or false", int: "a whole number", float: "a number"}
-        raise SettingError(
-            f"{name}: {value!r} is not {wanted.get(kind, 'a string' if kind is str else 'a list of strings')}"
-        ) from None
+        wanted = "a callable" if entry.spec.hook else WANTED.get(kind, "a list of strings")
+        raise SettingError(f"{entry.name}: {value!r} is not {wanted}") from None
 
 
 def build(values: dict[str, Any]) -> Settings:
     """A validated ``Settings`` from raw values keyed by setting name."""
-    known = {name: (kind, spec) for name, kind, _, spec in registry()}
+    known = {entry.name: entry for entry in registry()}
     clean = {}
     for name, raw in values.items():
-        if name not in known:
+        entry = known.get(name)
+        if entry is None:
             raise SettingError(f"unknown setting {name!r}{nearest(name, list(known))}")
-        kind, spec = known[name]
-        value = coerce(name, kind, raw)
+        value = coerce(entry, raw)
+        spec = entry.spec
         if spec.choices and value not in spec.choices:
-            raise SettingError(
-                f"{name}: {value!r} is not one of {', '.join(spec.choices)}"
-                f"{nearest(str(value), spec.choices)}"
-            )
+            hint = nearest(str(value), spec.choices)
+            raise SettingError(f"{name}: {value!r} is not one of {', '.join(spec.choices)}{hint}")
         problem = spec.check(value) if spec.check else None
         if problem:
             raise SettingError(f"{name}: {value!r} {problem}")

@@ -12,6 +12,8 @@ import socket
 import stat
 from dataclasses import dataclass
 
+UPGRADE_FDS = "FORKSERVE_FDS"  # the listening fds a new master inherits on SIGUSR2
+
 
 class BindError(ValueError):
     """A bind address that cannot be parsed or opened."""
@@ -51,9 +53,9 @@ class Listener:
         host, port = self.sock.getsockname()[:2]
         return host, str(port)
 
-    def close(self) -> None:
+    def close(self, remove_file: bool = True) -> None:
         self.sock.close()
-        if self.address.family == socket.AF_UNIX and self.address.path:
+        if remove_file and self.address.family == socket.AF_UNIX and self.address.path:
             remove_socket_file(self.address.path)
 
 
@@ -125,6 +127,26 @@ def open_listeners(binds: tuple[str, ...], backlog: int) -> list[Listener]:
         for listener in listeners:
             listener.close()
         raise
+    return listeners
+
+
+def inherited_listeners() -> list[Listener]:
+    """Sockets handed over by a previous master (SIGUSR2) or by systemd.
+
+    Either way nothing is bound anew, so no connection is refused while
+    the handover happens. These sockets' files are never removed by us.
+    """
+    from . import systemd
+
+    handed = os.environ.pop(UPGRADE_FDS, "")
+    fds = [int(fd) for fd in handed.split(",") if fd.isdigit()]
+    if not fds:
+        fds = [fd for fd, _name in systemd.listen_fds()]
+    listeners = []
+    for fd in fds:
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(True)
+        listeners.append(Listener(sock, Address(sock.family, fd=fd)))
     return listeners
 
 

@@ -2,14 +2,18 @@
 
 ``Worker.__init__`` runs in the master before the fork and only stores
 data. ``run()`` runs in the child: it installs its own signal handlers,
-loads the app (unless it was preloaded), and serves from an epoll loop over
-the shared listening sockets and its own client connections.
+drops privileges, loads the app (unless it was preloaded), and serves
+from an epoll loop over the shared listening sockets and its own client
+connections. It leaves when told to (SIGTERM), when it has served
+``max_requests``, when its memory passes ``max_worker_memory``, or when
+its master is gone.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import select
 import signal
 import socket
@@ -17,18 +21,33 @@ import time
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .apploader import AppLoadError, load_app
 from .connection import Connection, RequestAborted, Service
 from .environ import base_environ
 from .heartbeat import Heartbeat
+from .hooks import run_hook
 from .http.parser import Limits
-from .process import EXIT_ABORTED, EXIT_APP_LOAD_ERROR, EXIT_BOOT_FAILURE, EXIT_OK, set_title
+from .process import (
+    EXIT_ABORTED,
+    EXIT_APP_LOAD_ERROR,
+    EXIT_BOOT_FAILURE,
+    EXIT_OK,
+    drop_privileges,
+    resolve_ids,
+    set_title,
+)
+from .reloader import FileWatcher
 from .settings import Settings
 from .sockets import Listener
 from .wsgi import FileWrapper
 
+if TYPE_CHECKING:
+    from .master import Master
+
 ACCEPT_BATCH = 16  # connections taken per wake-up: fewer epoll rounds under load
+BACKLOG_DRAIN = 4096  # at most this many queued connections taken when stopping
 
 
 class ServerHeaders:
@@ -44,6 +63,29 @@ class ServerHeaders:
             self.second = now
             self.value = b"Date: %s\r\nServer: forkserve\r\n" % formatdate(now, usegmt=True).encode()
         return self.value
+
+
+def unique_memory_mib() -> float:
+    """This process's unique set size (private pages), from /proc."""
+    total_kib = 0
+    try:
+        with open("/proc/self/smaps_rollup") as file:
+            for line in file:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total_kib += int(line.split()[1])
+    except OSError:
+        return 0.0
+    return total_kib / 1024
+
+
+def is_idle(connection: Connection) -> bool:
+    """Between requests on a keep-alive connection, with nothing of the next one in."""
+    return (
+        connection.request is not None
+        and connection.pending is None
+        and not connection.parser.buffer
+        and not connection.lingering
+    )
 
 
 class Worker:
@@ -64,16 +106,22 @@ class Worker:
         self.log = logging.getLogger("forkserve.error")
         self.alive = True
         self.pid = 0  # set in the master after the fork
-        self.aborted_at = 0.0  # when the master sent SIGABRT, in the master
-        self.retiring = False  # the master asked it to leave, in the master
+        # Kept by the master about this worker:
+        self.generation = 0
+        self.aborted_at = 0.0  # when the master sent SIGABRT
+        self.retiring = False  # the master asked it to leave
+        self.watch_files = False  # this worker runs the --reload file watcher
 
     # -- in the child ----------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, master: Master | None = None) -> int:
         """The child's whole life; returns its exit code."""
+        self.pid = os.getpid()
         set_title(f"forkserve: worker [{self.settings.proc_name or self.settings.app}]")
         self.install_signals()
+        run_hook(self.settings, "post_fork", master, self)
         try:
+            drop_privileges(*resolve_ids(self.settings.user, self.settings.group))
             app = self.app or load_app(self.settings.app)
         except AppLoadError as error:
             self.log.error("%s", error)
@@ -81,11 +129,19 @@ class Worker:
         except Exception:
             self.log.exception("Worker failed to boot")
             return EXIT_BOOT_FAILURE
-        self.log.info("Booting worker with pid: %d", os.getpid())
+        self.log.info("Booting worker with pid: %d", self.pid)
+        run_hook(self.settings, "post_worker_init", self)
+        self.heartbeat.mark_ready()
+        if self.watch_files:
+            FileWatcher(self.settings.reload_extra_files, self.request_reload).start(
+                self.settings.reload_engine
+            )
         try:
             self.serve(app)
         except RequestAborted:
             return EXIT_ABORTED
+        finally:
+            run_hook(self.settings, "worker_exit", master, self)
         return EXIT_OK
 
     def install_signals(self) -> None:
@@ -97,21 +153,35 @@ class Worker:
         signal.signal(signal.SIGINT, self.handle_quit)
         signal.signal(signal.SIGQUIT, self.handle_quit)
         signal.signal(signal.SIGABRT, self.handle_abort)
+        signal.signal(signal.SIGUSR1, self.handle_usr1)
         self.wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wakeup_w)
+        signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
 
     def handle_term(self, signum: int, frame: FrameType | None) -> None:
-        """Graceful stop: finish the request in hand, then leave."""
+        """Graceful stop: serve what is queued and in flight, then leave."""
         self.alive = False
 
     def handle_quit(self, signum: int, frame: FrameType | None) -> None:
         """Quick stop: leave now, even in the middle of a request."""
+        run_hook(self.settings, "worker_int", self)
         raise SystemExit(EXIT_OK)
 
     def handle_abort(self, signum: int, frame: FrameType | None) -> None:
-        """The master judged this worker stuck past --timeout."""
-        self.log.error("Worker %d aborted after %gs with no heartbeat", os.getpid(), self.settings.timeout)
+        """The master judged this worker stuck in one request past --timeout."""
+        self.log.error("Worker %d aborted: no heartbeat for %gs", self.pid, self.settings.timeout)
+        run_hook(self.settings, "worker_abort", self)
         raise RequestAborted()
+
+    def handle_usr1(self, signum: int, frame: FrameType | None) -> None:
+        from .logs import reopen_files
+
+        reopen_files()
+
+    def request_reload(self, path: str) -> None:
+        self.log.info("%s changed; asking the master to reload", path)
+        os.kill(self.master_pid, signal.SIGHUP)
+
+    # -- serving ---------------------------------------------------------
 
     def make_service(self, app: Callable[..., Iterable[bytes]]) -> Service:
         s = self.settings
@@ -122,6 +192,7 @@ class Worker:
             max_body=s.limit_request_body,
         )
         access_log = logging.getLogger("forkserve.access") if s.accesslog else None
+        max_requests = s.max_requests + random.randint(0, s.max_requests_jitter) if s.max_requests else 0
         return Service(
             app=app,
             limits=limits,
@@ -132,51 +203,48 @@ class Worker:
             heartbeat=self.heartbeat.beat,
             log=self.log,
             access_log=access_log,
-            max_requests=s.max_requests,
+            access_format=s.access_log_format,
+            max_requests=max_requests,
         )
 
     def serve(self, app: Callable[..., Iterable[bytes]]) -> None:
         service = self.make_service(app)
-        poller = select.epoll()
-        by_fd = {listener.sock.fileno(): listener for listener in self.listeners}
-        for fd, listener in by_fd.items():
+        self.poller = select.epoll()
+        self.connections: dict[int, Connection] = {}
+        self.by_fd = {listener.sock.fileno(): listener for listener in self.listeners}
+        self.servers = {fd: listener.server_name for fd, listener in self.by_fd.items()}
+        for fd, listener in self.by_fd.items():
             listener.sock.setblocking(False)
             # EPOLLEXCLUSIVE: one connection wakes one worker, not all of them.
-            poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        poller.register(self.wakeup_r, select.EPOLLIN)
-        servers = {fd: listener.server_name for fd, listener in by_fd.items()}
-        connections: dict[int, Connection] = {}
+            self.poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self.poller.register(self.wakeup_r, select.EPOLLIN)
         poll_timeout = min(1.0, self.settings.timeout / 4) if self.settings.timeout else 1.0
         next_sweep = time.monotonic() + 1.0
         beat = self.heartbeat.beat
         while self.alive and not service.closing:
             beat()
-            for fd, _ in poller.poll(poll_timeout):
-                connection = connections.get(fd)
-                if connection is not None:
-                    if not connection.on_readable():
-                        self.drop(poller, connections, connection)
-                elif fd in by_fd:
-                    self.accept(by_fd[fd], servers[fd], service, poller, connections)
-                elif fd == self.wakeup_r:
-                    os.read(self.wakeup_r, 512)
+            self.poll_once(service, poll_timeout)
             if time.monotonic() >= next_sweep:
-                next_sweep = self.sweep(poller, connections)
-        if service.closing:
-            self.log.info("Worker %d reached max_requests (%d); leaving", os.getpid(), service.requests)
-        for connection in list(connections.values()):
-            self.drop(poller, connections, connection)
+                next_sweep = self.sweep(service)
+        self.leave(service)
 
-    def accept(
-        self,
-        listener: Listener,
-        server: tuple[str, str],
-        service: Service,
-        poller: select.epoll,
-        connections: dict[int, Connection],
-    ) -> None:
+    def poll_once(self, service: Service, timeout: float) -> None:
+        connections = self.connections
+        for fd, _ in self.poller.poll(timeout):
+            connection = connections.get(fd)
+            if connection is not None:
+                if not connection.on_readable():
+                    self.drop(connection)
+            elif fd in self.by_fd:
+                self.accept(fd, service, ACCEPT_BATCH)
+            elif fd == self.wakeup_r:
+                os.read(self.wakeup_r, 512)
+
+    def accept(self, fd: int, service: Service, batch: int) -> None:
+        listener = self.by_fd[fd]
+        server = self.servers[fd]
         tcp = listener.sock.family != socket.AF_UNIX
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(batch):
             try:
                 sock, addr = listener.sock.accept()
             except BlockingIOError:
@@ -196,23 +264,60 @@ class Worker:
             connection = Connection(sock, environ, service)
             # The request often arrives with the handshake: try it before epoll.
             if connection.on_readable():
-                connections[sock.fileno()] = connection
-                poller.register(sock.fileno(), select.EPOLLIN)
+                self.connections[sock.fileno()] = connection
+                self.poller.register(sock.fileno(), select.EPOLLIN)
             else:
                 connection.close()
 
-    def drop(self, poller: select.epoll, connections: dict[int, Connection], connection: Connection) -> None:
+    def drop(self, connection: Connection) -> None:
         fd = connection.sock.fileno()
-        if connections.pop(fd, None) is not None:
-            poller.unregister(fd)
+        if self.connections.pop(fd, None) is not None:
+            self.poller.unregister(fd)
         connection.close()
 
-    def sweep(self, poller: select.epoll, connections: dict[int, Connection]) -> float:
-        """Close connections past their deadline; leave if the master is gone."""
+    def sweep(self, service: Service) -> float:
+        """Once a second: expire connections, watch memory, notice a lost master."""
         now = time.monotonic()
-        for connection in [c for c in connections.values() if c.expired(now)]:
-            self.drop(poller, connections, connection)
+        for connection in [c for c in self.connections.values() if c.expired(now)]:
+            self.drop(connection)
         if os.getppid() != self.master_pid:
-            self.log.warning("Master %d is gone; worker %d leaving", self.master_pid, os.getpid())
+            self.log.warning("Master %d is gone; worker %d leaving", self.master_pid, self.pid)
             self.alive = False
+        limit = self.settings.max_worker_memory
+        if limit and not service.closing:
+            used = unique_memory_mib()
+            if used > limit:
+                self.log.info("Worker %d uses %.0f MiB (limit %d MiB); recycling", self.pid, used, limit)
+                service.closing = True
         return now + 1.0
+
+    # -- leaving ---------------------------------------------------------
+
+    def leave(self, service: Service) -> None:
+        """Finish what this worker holds, without dropping a request.
+
+        On SIGTERM it first takes the connections already queued in the
+        listen backlog: their handshakes are complete, and once every
+        worker stops accepting nobody else would serve them. Then it stops
+        accepting, serves requests already started, and closes idle
+        keep-alive connections, within --graceful-timeout.
+        """
+        if service.closing and self.alive:
+            self.log.info("Worker %d leaving after %d requests", self.pid, service.requests)
+        service.closing = True
+        if not self.alive:
+            for fd in self.by_fd:
+                self.accept(fd, service, BACKLOG_DRAIN)
+        for fd in self.by_fd:
+            self.poller.unregister(fd)
+        deadline = time.monotonic() + self.settings.graceful_timeout
+        while self.connections and time.monotonic() < deadline:
+            for connection in [c for c in self.connections.values() if is_idle(c)]:
+                self.drop(connection)
+            self.heartbeat.beat()
+            self.poll_once(service, 0.1)
+            now = time.monotonic()
+            for connection in [c for c in self.connections.values() if c.expired(now)]:
+                self.drop(connection)
+        for connection in list(self.connections.values()):
+            self.drop(connection)

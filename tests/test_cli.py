@@ -65,7 +65,7 @@ def test_unknown_flag_names_the_nearest_one():
     result = run_forkserve("basic:app", "--wokers", "2")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "forkserve: error: unknown option --wokers (did you mean --workers?)"
+        "forkserve: error: command line: unknown option --wokers (did you mean --workers?)"
     ]
 
 
@@ -112,9 +112,11 @@ def test_help_lists_every_setting():
     assert result.returncode == 0
     from forkserve import settings
 
-    for _name, _kind, _default, spec in settings.registry():
-        for flag in spec.flags:
+    for entry in settings.registry():
+        for flag in entry.spec.flags:
             assert flag in result.stdout
+        if entry.spec.hook:
+            assert not entry.spec.flags  # hooks come from config files only
 
 
 def test_console_script_and_version():
