@@ -5,7 +5,8 @@ anonymous memory page holding the worker's last monotonic timestamp
 (CLOCK_MONOTONIC is the same clock in every process) and a "booted" flag.
 The worker's ``beat()`` writes the time; the master's ``age()`` reads it
 and judges. ``mark_ready()`` tells the master the app is loaded, which a
-reload waits for before it retires the old workers.
+reload waits for before it retires the old workers; ``mark_leaving()``
+tells it to start a replacement before this worker has finished leaving.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 
 _STAMP = struct.Struct("d")
 _READY_OFFSET = _STAMP.size
+_LEAVING_OFFSET = _READY_OFFSET + 1
 
 
 class Heartbeat:
@@ -37,6 +39,14 @@ class Heartbeat:
     @property
     def ready(self) -> bool:
         return self._page[_READY_OFFSET] == 1
+
+    def mark_leaving(self) -> None:
+        self._page[_LEAVING_OFFSET] = 1
+
+    @property
+    def leaving(self) -> bool:
+        """The worker decided to leave (max_requests, memory): replace it now."""
+        return self._page[_LEAVING_OFFSET] == 1
 
     def close(self) -> None:
         self._page.close()

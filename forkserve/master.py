@@ -111,6 +111,7 @@ class Master:
             for signum in self.wait_for_signals(self.sleep_time()):
                 self.dispatch(signum)
             self.reap()
+            self.notice_leaving()
             self.abort_stuck()
             self.check_reload()
             self.check_ready()
@@ -286,6 +287,12 @@ class Master:
         else:
             self.log.warning("Worker %d died (%s); replacing it", worker.pid, how)
             self.back_off()
+
+    def notice_leaving(self) -> None:
+        """A worker leaving on its own is replaced at once, not after it exits."""
+        for worker in self.workers.values():
+            if not worker.retiring and worker.heartbeat.leaving:
+                worker.retiring = True
 
     def back_off(self) -> None:
         """Delay respawns when workers keep crashing, instead of a fork storm."""

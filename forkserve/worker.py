@@ -78,16 +78,6 @@ def unique_memory_mib() -> float:
     return total_kib / 1024
 
 
-def is_idle(connection: Connection) -> bool:
-    """Between requests on a keep-alive connection, with nothing of the next one in."""
-    return (
-        connection.request is not None
-        and connection.pending is None
-        and not connection.parser.buffer
-        and not connection.lingering
-    )
-
-
 class Worker:
     def __init__(
         self,
@@ -298,22 +288,27 @@ class Worker:
 
         On SIGTERM it first takes the connections already queued in the
         listen backlog: their handshakes are complete, and once every
-        worker stops accepting nobody else would serve them. Then it stops
-        accepting, serves requests already started, and closes idle
-        keep-alive connections, within --graceful-timeout.
+        worker stops accepting nobody else would serve them. When it leaves
+        on its own (max_requests, memory) it asks the master for a
+        replacement first. Then it stops accepting and keeps serving the
+        connections it holds, each response saying ``Connection: close``.
+        Idle keep-alive connections are not cut short: closing one while
+        its client is sending the next request would lose that request, so
+        each lives out its normal keep-alive timeout. All within
+        --graceful-timeout.
         """
-        if service.closing and self.alive:
-            self.log.info("Worker %d leaving after %d requests", self.pid, service.requests)
         service.closing = True
-        if not self.alive:
+        if self.alive:
+            self.log.info("Worker %d leaving after %d requests", self.pid, service.requests)
+            self.heartbeat.mark_leaving()
+            os.kill(self.master_pid, signal.SIGCHLD)  # wakes the master's loop
+        else:
             for fd in self.by_fd:
                 self.accept(fd, service, BACKLOG_DRAIN)
         for fd in self.by_fd:
             self.poller.unregister(fd)
         deadline = time.monotonic() + self.settings.graceful_timeout
         while self.connections and time.monotonic() < deadline:
-            for connection in [c for c in self.connections.values() if is_idle(c)]:
-                self.drop(connection)
             self.heartbeat.beat()
             self.poll_once(service, 0.1)
             now = time.monotonic()

@@ -1,0 +1,363 @@
+"""The master keeps the pool healthy under traffic: reloads, resizes, recycling, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import requests
+from conftest import ResponseReader, wait_until
+from traffic import Traffic
+
+
+def worker_set(server) -> set[int]:
+    return set(server.workers())
+
+
+def test_sighup_reload_under_traffic_loses_nothing(serve):
+    server = serve("supervised:app", "--workers", "2", workers=2)
+    before = worker_set(server)
+    with Traffic(server.url) as traffic:
+        traffic.wait_for(200)
+        server.send_signal(signal.SIGHUP)
+        assert server.wait_for_log("Reload complete", timeout=20)
+        assert wait_until(lambda: len(server.workers()) == 2 and not before & worker_set(server), 20)
+        traffic.wait_for(200)
+    assert traffic.failures == []
+    assert not before & worker_set(server)
+
+
+def test_ttin_ttou_under_traffic_loses_nothing(serve):
+    server = serve("supervised:app", "--workers", "2", workers=2)
+    with Traffic(server.url) as traffic:
+        traffic.wait_for(100)
+        server.send_signal(signal.SIGTTIN)
+        assert wait_until(lambda: len(server.workers()) == 3, 15)
+        traffic.wait_for(100)
+        for expected in (2, 1):  # one at a time: the kernel merges pending signals
+            server.send_signal(signal.SIGTTOU)
+            assert wait_until(lambda n=expected: len(server.workers()) == n, 15)
+        traffic.wait_for(100)
+        server.send_signal(signal.SIGTTOU)  # never below one worker
+        traffic.wait_for(100)
+    assert traffic.failures == []
+    assert len(server.workers()) == 1
+    assert "SIGTTIN: 3 workers wanted (was 2)" in server.log()
+
+
+def test_max_requests_recycles_without_failures(serve):
+    server = serve(
+        "supervised:app", "--workers", "2", "--max-requests", "50", "--max-requests-jitter", "10", workers=2
+    )
+    with Traffic(server.url) as traffic:
+        traffic.wait_for(600)
+    assert traffic.failures == []
+    assert server.log().count("leaving after") >= 5
+    assert len(traffic.pids) >= 7  # many workers took turns
+    assert wait_until(lambda: len(server.workers()) == 2, 10)
+
+
+def test_last_response_before_recycling_says_close(serve):
+    server = serve("supervised:app", "--max-requests", "3")
+    sock = server.connect()
+    reader = ResponseReader(sock)
+    for _ in range(2):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert "connection" not in reader.read()[1]
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, _ = reader.read()
+    assert status == 200 and headers["connection"] == "close"
+    assert reader.closed()
+
+
+def test_memory_limit_recycles_the_worker(serve):
+    server = serve("supervised:app", "--max-worker-memory", "60")
+    first = server.workers()[0]
+    for _ in range(10):
+        assert requests.get(server.url + "/grow", timeout=10).status_code == 200
+    assert server.wait_for_log(r"uses \d+ MiB \(limit 60 MiB\); recycling", timeout=10)
+    assert wait_until(lambda: server.workers() and first not in server.workers(), 10)
+    assert requests.get(server.url + "/", timeout=10).status_code == 200
+
+
+def test_killed_worker_costs_at_most_its_in_flight_requests(serve):
+    server = serve("supervised:app", "--workers", "2", workers=2)
+    with Traffic(server.url, clients=4) as traffic:
+        traffic.wait_for(200)
+        victim = server.workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        assert wait_until(lambda: len(server.workers()) == 2 and victim not in server.workers(), 10)
+        traffic.wait_for(200)
+    # One worker serves one request at a time, and each client has one in flight.
+    assert len(traffic.failures) <= 1, traffic.failures
+    assert server.wait_for_log(rf"Worker {victim} died \(signal SIGKILL\)")
+
+
+def test_repeated_crashes_are_respawned_with_back_off(serve):
+    server = serve("basic:app", "--workers", "1")
+    for _ in range(5):
+        try:
+            requests.get(server.url + "/crash", timeout=10)
+        except requests.ConnectionError:
+            pass
+        assert wait_until(lambda: len(server.workers()) == 1, 20)
+    assert server.wait_for_log("Workers keep crashing; next respawn in")
+    assert wait_until(lambda: requests.get(server.url + "/hello", timeout=10).ok, 20)
+    assert server.proc.poll() is None
+
+
+def test_timeout_answers_the_stuck_request_and_replaces_the_worker(serve):
+    server = serve("supervised:app", "--timeout", "2")
+    first = server.workers()[0]
+    response = requests.get(server.url + "/sleep?30", timeout=30)
+    assert response.status_code == 504
+    assert "timed out" in response.text
+    assert server.wait_for_log(r"WORKER TIMEOUT \(pid:%d\)" % first)
+    assert server.wait_for_log(r"GET /sleep\?30")
+    assert wait_until(lambda: len(server.workers()) == 1 and first not in server.workers(), 10)
+    assert requests.get(server.url + "/", timeout=10).status_code == 200
+
+
+def test_worker_stuck_in_a_busy_loop_is_aborted(serve):
+    server = serve("supervised:app", "--timeout", "1")
+    first = server.workers()[0]
+    response = requests.get(server.url + "/spin?60", timeout=30)
+    assert response.status_code == 504
+    assert wait_until(lambda: server.workers() and first not in server.workers(), 10)
+
+
+def test_graceful_stop_finishes_a_slow_in_flight_request(serve):
+    server = serve("supervised:app", "--workers", "1")
+    result: dict[str, requests.Response] = {}
+    thread = threading.Thread(
+        target=lambda: result.setdefault("r", requests.get(server.url + "/sleep?2", timeout=30))
+    )
+    thread.start()
+    assert wait_until(lambda: "r" in result or _has_established(server), 5)
+    server.send_signal(signal.SIGTERM)
+    thread.join(30)
+    assert result["r"].status_code == 200 and result["r"].text == "slept"
+    assert server.stop() == 0
+
+
+def _has_established(server) -> bool:
+    return bool(server.workers())
+
+
+def test_graceful_stop_serves_connections_waiting_in_the_backlog(serve):
+    server = serve("supervised:app", "--workers", "1")
+    slow = threading.Thread(target=lambda: requests.get(server.url + "/sleep?1.5", timeout=30))
+    slow.start()
+    assert server.wait_for_log("Booting worker")
+    import time
+
+    time.sleep(0.3)  # let the slow request occupy the only worker
+    waiting = []
+    for _ in range(10):
+        sock = server.connect()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        waiting.append(sock)
+    server.send_signal(signal.SIGTERM)
+    answers = [ResponseReader(sock).read()[0] for sock in waiting]
+    slow.join(30)
+    assert answers == [200] * 10
+    assert server.stop() == 0
+
+
+def test_second_sigterm_makes_the_stop_quick(serve):
+    server = serve("supervised:app", "--graceful-timeout", "60")
+    thread = threading.Thread(target=_swallow, args=(server.url + "/sleep?50",), daemon=True)
+    thread.start()
+    import time
+
+    time.sleep(0.5)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_for_log("graceful stop")
+    server.send_signal(signal.SIGTERM)
+    assert server.proc.wait(15) == 0
+    assert "Second stop signal" in server.log()
+
+
+def _swallow(url: str) -> None:
+    try:
+        requests.get(url, timeout=60)
+    except requests.RequestException:
+        pass
+
+
+def test_pidfile_is_written_and_removed(serve, tmp_path):
+    pidfile = tmp_path / "forkserve.pid"
+    server = serve("supervised:app", "--pid", str(pidfile))
+    assert pidfile.read_text().strip() == str(server.pid)
+    assert server.stop() == 0
+    assert not pidfile.exists()
+
+
+def test_sigusr1_reopens_log_files(serve, tmp_path):
+    access = tmp_path / "access.log"
+    server = serve("supervised:app", "--access-logfile", str(access))
+    requests.get(server.url + "/first", timeout=10)
+    assert wait_until(lambda: access.exists() and "/first" in access.read_text(), 5)
+    rotated = tmp_path / "access.log.1"
+    access.rename(rotated)
+    server.send_signal(signal.SIGUSR1)
+    assert server.wait_for_log("reopening log files")
+    import time
+
+    time.sleep(0.3)  # the workers get the signal right after the master logs it
+    requests.get(server.url + "/second", timeout=10)
+    assert wait_until(lambda: access.exists() and "/second" in access.read_text(), 5)
+    assert "/second" not in rotated.read_text()
+
+
+def test_usr2_upgrade_sequence_loses_nothing(serve, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    server = serve("supervised:app", "--workers", "2", "--pid", str(pidfile), workers=2)
+    old_workers = worker_set(server)
+    with Traffic(server.url) as traffic:
+        traffic.wait_for(200)
+        server.send_signal(signal.SIGUSR2)
+        oldbin = Path(str(pidfile) + ".oldbin")
+        assert wait_until(lambda: oldbin.exists() and pidfile.exists(), 20), server.log()
+        new_master = int(pidfile.read_text())
+        assert new_master != server.pid and int(oldbin.read_text()) == server.pid
+        assert wait_until(lambda: len(_children(new_master)) == 2, 20)
+        assert server.wait_for_log("Booting worker", count=4)
+        traffic.wait_for(200)
+        server.send_signal(signal.SIGWINCH)
+        assert wait_until(lambda: not old_workers & worker_set(server) and not server.workers(), 20)
+        traffic.wait_for(200)
+        server.send_signal(signal.SIGTERM)
+        assert server.proc.wait(20) == 0
+        traffic.wait_for(200)
+    assert traffic.failures == []
+    assert not oldbin.exists()
+    assert int(pidfile.read_text()) == new_master
+    answering = {int(pid) for pid in traffic.pids}
+    assert answering & set(_children(new_master))
+    os.kill(new_master, signal.SIGTERM)
+    assert wait_until(lambda: not Path(f"/proc/{new_master}").exists() or _zombie(new_master), 20)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_reload_with_broken_code_keeps_the_old_workers(serve, tmp_path):
+    app_file = tmp_path / "changing.py"
+    app_file.write_text(_versioned_app("one"))
+    server = serve("changing:app", "--workers", "2", "--pythonpath", str(tmp_path), workers=2)
+    old = worker_set(server)
+    app_file.write_text("def app(:\n")  # a syntax error
+    server.send_signal(signal.SIGHUP)
+    assert server.wait_for_log("Reload failed, keeping the old workers", timeout=20)
+    assert worker_set(server) == old or wait_until(lambda: worker_set(server) == old, 10)
+    assert requests.get(server.url + "/", timeout=10).text == "one"
+    app_file.write_text(_versioned_app("two"))
+    server.send_signal(signal.SIGHUP)
+    assert server.wait_for_log("Reload complete", timeout=20)
+    assert wait_until(lambda: requests.get(server.url + "/", timeout=10).text == "two", 10)
+    assert server.proc.poll() is None
+
+
+def _versioned_app(version: str) -> str:
+    return (
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        f"    return [b'{version}']\n"
+    )
+
+
+def test_dev_reload_follows_file_changes_and_survives_syntax_errors(serve, tmp_path):
+    for engine in ("poll", "watchfiles"):
+        app_file = tmp_path / f"dev_{engine}.py"
+        app_file.write_text(_versioned_app("one"))
+        server = serve(
+            f"dev_{engine}:app",
+            "--reload",
+            "--reload-engine",
+            engine,
+            "--pythonpath",
+            str(tmp_path),
+            "--workers",
+            "2",
+            workers=2,
+        )
+        assert requests.get(server.url + "/", timeout=10).text == "one"
+        _rewrite(app_file, "def app(:\n")
+        assert server.wait_for_log("changed; asking the master to reload", timeout=15)
+        assert server.wait_for_log("Reload failed", timeout=15)
+        assert requests.get(server.url + "/", timeout=10).text == "one"
+        _rewrite(app_file, _versioned_app("two"))
+        assert wait_until(lambda: requests.get(server.url + "/", timeout=10).text == "two", 20), server.log()
+        assert server.stop() == 0
+
+
+def _rewrite(path: Path, text: str) -> None:
+    """Write and move the mtime forward, so even coarse timestamps differ."""
+    path.write_text(text)
+    stat = path.stat()
+    os.utime(path, (stat.st_atime + 2, stat.st_mtime + 2))
+
+
+def test_hooks_run_and_a_raising_hook_does_not_kill_the_master(serve, tmp_path):
+    marks = tmp_path / "marks"
+    config = tmp_path / "hooks.conf.py"
+    config.write_text(
+        f"MARKS = {str(marks)!r}\n"
+        "def _mark(name):\n"
+        "    with open(MARKS, 'a') as f:\n"
+        "        f.write(name + '\\n')\n"
+        "def on_starting(server): _mark('on_starting')\n"
+        "def when_ready(server): _mark('when_ready')\n"
+        "def pre_fork(server, worker): _mark('pre_fork')\n"
+        "def post_fork(server, worker): _mark('post_fork')\n"
+        "def post_worker_init(worker): _mark('post_worker_init')\n"
+        "def child_exit(server, worker): _mark('child_exit')\n"
+        "def worker_exit(server, worker): _mark('worker_exit')\n"
+        "def nworkers_changed(server, new, old): _mark(f'nworkers_changed {old}->{new}')\n"
+        "def on_reload(server): raise RuntimeError('hook bug on purpose')\n"
+        "def on_exit(server): _mark('on_exit')\n"
+    )
+    server = serve("supervised:app", "-c", str(config))
+    assert wait_until(lambda: marks.exists() and "when_ready" in marks.read_text(), 10)
+    server.send_signal(signal.SIGTTIN)
+    assert wait_until(lambda: "nworkers_changed 1->2" in marks.read_text(), 10)
+    server.send_signal(signal.SIGHUP)
+    assert server.wait_for_log("Hook on_reload raised")
+    assert server.wait_for_log("Reload complete", timeout=20)
+    assert requests.get(server.url + "/", timeout=10).ok
+    assert server.stop() == 0
+    seen = marks.read_text().splitlines()
+    for name in (
+        "on_starting",
+        "pre_fork",
+        "post_fork",
+        "post_worker_init",
+        "child_exit",
+        "worker_exit",
+        "on_exit",
+    ):
+        assert name in seen, (name, seen)
+
+
+def test_unknown_signal_numbers_do_not_disturb_the_master(serve):
+    server = serve("supervised:app")
+    server.send_signal(signal.SIGCHLD)
+    assert requests.get(server.url + "/", timeout=10).ok
+    assert server.proc.poll() is None
+    with socket.create_connection(server.address, timeout=5):
+        pass
