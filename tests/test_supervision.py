@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -99,10 +100,8 @@ def test_killed_worker_costs_at_most_its_in_flight_requests(serve):
 def test_repeated_crashes_are_respawned_with_back_off(serve):
     server = serve("basic:app", "--workers", "1")
     for _ in range(5):
-        try:
+        with contextlib.suppress(requests.ConnectionError):
             requests.get(server.url + "/crash", timeout=10)
-        except requests.ConnectionError:
-            pass
         assert wait_until(lambda: len(server.workers()) == 1, 20)
     assert server.wait_for_log("Workers keep crashing; next respawn in")
     assert wait_until(lambda: requests.get(server.url + "/hello", timeout=10).ok, 20)
@@ -115,7 +114,7 @@ def test_timeout_answers_the_stuck_request_and_replaces_the_worker(serve):
     response = requests.get(server.url + "/sleep?30", timeout=30)
     assert response.status_code == 504
     assert "timed out" in response.text
-    assert server.wait_for_log(r"WORKER TIMEOUT \(pid:%d\)" % first)
+    assert server.wait_for_log(rf"WORKER TIMEOUT \(pid:{first}\)")
     assert server.wait_for_log(r"GET /sleep\?30")
     assert wait_until(lambda: len(server.workers()) == 1 and first not in server.workers(), 10)
     assert requests.get(server.url + "/", timeout=10).status_code == 200
@@ -182,10 +181,8 @@ def test_second_sigterm_makes_the_stop_quick(serve):
 
 
 def _swallow(url: str) -> None:
-    try:
+    with contextlib.suppress(requests.RequestException):
         requests.get(url, timeout=60)
-    except requests.RequestException:
-        pass
 
 
 def test_pidfile_is_written_and_removed(serve, tmp_path):
@@ -302,7 +299,8 @@ def test_dev_reload_follows_file_changes_and_survives_syntax_errors(serve, tmp_p
         assert server.wait_for_log("Reload failed", timeout=15)
         assert requests.get(server.url + "/", timeout=10).text == "one"
         _rewrite(app_file, _versioned_app("two"))
-        assert wait_until(lambda: requests.get(server.url + "/", timeout=10).text == "two", 20), server.log()
+        url = server.url
+        assert wait_until(lambda u=url: requests.get(u + "/", timeout=10).text == "two", 20), server.log()
         assert server.stop() == 0
 
 
