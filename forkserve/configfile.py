@@ -1,8 +1,9 @@
 """Read a config file into raw setting values: Python or TOML.
 
 A Python config file is run as Python (as Gunicorn's is), and its
-top-level names are read as settings and hooks. Modules, classes and
-imported helpers are ignored; any other name must be a setting, so a typo
+top-level names are read as settings and hooks. Modules, classes,
+imported helpers, ``_private`` names and UPPER_CASE constants are ignored;
+any other name must be a setting, so a typo
 is an error naming the nearest setting rather than a silent no-op. A TOML
 file holds plain settings (no hooks), as top-level keys or under a
 ``[forkserve]`` table.
@@ -57,7 +58,7 @@ def _load_python(file: Path) -> dict[str, Any]:
     names = [entry.name for entry in registry()]
     values = {}
     for name, value in namespace.items():
-        if name.startswith("_") or _is_helper(value):
+        if name.startswith("_") or name.isupper() or _is_helper(value):
             continue
         if name not in names:
             raise SettingError(f"config {file}: unknown setting {name!r}{nearest(name, names)}")

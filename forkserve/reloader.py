@@ -40,7 +40,12 @@ class FileWatcher:
         return module_files() | self.extra_files
 
     def start(self, engine: str = "auto") -> None:
-        """Watch in a thread; engine is "auto", "poll" or "watchfiles"."""
+        """Watch in a thread; engine is "auto", "poll" or "watchfiles".
+
+        The first modification times are taken here, before the worker
+        serves, so a change made right after boot is never missed.
+        """
+        self.seen = self.mtimes(self.files())
         target = self.poll
         if engine != "poll":
             try:
@@ -51,31 +56,37 @@ class FileWatcher:
             else:
                 target = self.watch
         threading.Thread(target=target, name="forkserve-reloader", daemon=True).start()
+        self.log.info("Watching %d files for changes (%s)", len(self.seen), target.__name__)
 
     def stop(self) -> None:
         self.stopped.set()
 
+    def check(self) -> None:
+        """Compare modification times with the last look; report the first change."""
+        now = self.mtimes(self.files() | set(self.seen))
+        changed = sorted(path for path, mtime in now.items() if self.seen.get(path) not in (None, mtime))
+        self.seen.update(now)
+        if changed:
+            self.on_change(changed[0])
+
     def poll(self) -> None:
-        """Stat polling: compare modification times once a second."""
-        seen = self.mtimes(self.files())
+        """Stat polling: look once a second."""
         while not self.stopped.wait(POLL_SECONDS):
-            now = self.mtimes(self.files() | set(seen))
-            changed = sorted(path for path, mtime in now.items() if seen.get(path) not in (None, mtime))
-            seen.update(now)
-            if changed:
-                self.on_change(changed[0])
+            self.check()
 
     def watch(self) -> None:
-        """Inotify through watchfiles: one wake-up per change, no polling."""
+        """watchfiles (inotify) wakes us on a change; the times decide what changed."""
         import watchfiles
 
-        files = self.files()
-        folders = sorted({str(Path(path).parent) for path in files})
-        for changes in watchfiles.watch(*folders, stop_event=self.stopped, raise_interrupt=False):
-            changed = sorted(path for _, path in changes if os.path.abspath(path) in files)
-            if changed:
-                self.on_change(changed[0])
-            files = self.files()
+        folders = sorted({str(Path(path).parent) for path in self.seen})
+        for _changes in watchfiles.watch(
+            *folders,
+            stop_event=self.stopped,
+            raise_interrupt=False,
+            yield_on_timeout=True,
+            rust_timeout=int(POLL_SECONDS * 1000),
+        ):
+            self.check()
 
     @staticmethod
     def mtimes(paths: Iterable[str]) -> dict[str, float]:
