@@ -226,6 +226,7 @@ def test_usr2_upgrade_sequence_loses_nothing(serve, tmp_path):
         traffic.wait_for(200)
         server.send_signal(signal.SIGWINCH)
         assert wait_until(lambda: set(server.workers()) == {new_master}, 20)  # only the new master is left
+        assert not old_workers & set(_children(new_master))
         traffic.wait_for(200)
         server.send_signal(signal.SIGTERM)
         assert server.proc.wait(20) == 0
