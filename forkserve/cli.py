@@ -105,9 +105,7 @@ def load_settings(argv: Sequence[str]) -> tuple[Settings, dict[str, str], dict[s
     parser = build_parser()
     cli = parse_flags(parser, argv, "command line")
     env = parse_flags(parser, shlex.split(os.environ.get("FORKSERVE_CMD_ARGS", "")), "FORKSERVE_CMD_ARGS")
-    commands = {
-        name: bool(cli.pop(name, False) or env.pop(name, False)) for name in ("check_config", "print_config")
-    }
+    commands = {name: bool(cli.pop(name) | env.pop(name)) for name in ("check_config", "print_config")}
     path = cli.get("config") or env.get("config")
     if not path and os.path.isfile(configfile.DEFAULT_PATH):
         path = configfile.DEFAULT_PATH
