@@ -87,10 +87,12 @@ class Server:
 
     def wait_ready(self, listeners: int = 1, workers: int = 1, timeout: float = 15.0) -> None:
         ok = wait_until(
-            lambda: self.proc.poll() is not None
-            or (
-                len(LISTENING.findall(self.log())) >= listeners
-                and len(re.findall(r"Booting worker", self.log())) >= workers
+            lambda: (
+                self.proc.poll() is not None
+                or (
+                    len(LISTENING.findall(self.log())) >= listeners
+                    and len(re.findall(r"Booting worker", self.log())) >= workers
+                )
             ),
             timeout,
         )
