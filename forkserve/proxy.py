@@ -1,0 +1,213 @@
+"""Believing a proxy: X-Forwarded-*, Forwarded (RFC 7239) and the PROXY protocol.
+
+Headers a proxy adds are only believed when the connection comes from an
+address in ``forwarded_allow_ips`` (or over a unix socket, whose file
+permissions already decide who may connect). From anyone else they reach
+the app untouched but change nothing.
+
+With several proxies in a chain, the client is the rightmost address in
+the list that is not itself a trusted proxy: every trusted hop appended
+what it saw, while anything left of the first untrusted hop was written
+by the client and may be forged. Proto and host are taken from the same
+hop when the lists line up, else from the nearest proxy (the last value).
+When a ``Forwarded`` header is present, the X-Forwarded-* headers are
+ignored.
+
+``parse_proxy_protocol()`` reads a PROXY protocol v1 or v2 header from the
+start of a connection's bytes, without I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from .http.errors import BadRequest
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ProxyTrust:
+    """Which peers may tell us who the client really is."""
+
+    def __init__(self, allowed: Sequence[str]) -> None:
+        self.everyone = "*" in allowed
+        self.networks: list[Network] = [ipaddress.ip_network(a, strict=False) for a in allowed if a != "*"]
+
+    def trusts(self, address: str) -> bool:
+        if not address:  # a unix socket peer
+            return True
+        if self.everyone:
+            return True
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.networks)
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in value.split(",")] if value else []
+
+
+def _client_index(addresses: list[str], trust: ProxyTrust) -> int:
+    """Index of the rightmost address that is not a trusted proxy (0 if all are)."""
+    for index in range(len(addresses) - 1, -1, -1):
+        if not trust.trusts(addresses[index]):
+            return index
+    return 0
+
+
+def _pick(values: list[str], index: int, length: int) -> str | None:
+    if not values:
+        return None
+    return values[index] if len(values) == length else values[-1]
+
+
+def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
+    """Rewrite REMOTE_ADDR, wsgi.url_scheme and the host from a trusted proxy's headers."""
+    if "HTTP_FORWARDED" in environ:
+        hops = parse_forwarded(environ["HTTP_FORWARDED"])
+        addresses = [hop.get("for", "") for hop in hops]
+        protos = [hop.get("proto", "") for hop in hops]
+        hosts = [hop.get("host", "") for hop in hops]
+    else:
+        addresses = _split(environ.get("HTTP_X_FORWARDED_FOR"))
+        protos = _split(environ.get("HTTP_X_FORWARDED_PROTO"))
+        hosts = _split(environ.get("HTTP_X_FORWARDED_HOST"))
+    count = len(addresses) or 1
+    index = _client_index(addresses, trust) if addresses else 0
+    if addresses:
+        host, port = _split_node(addresses[index])
+        if host:
+            environ["REMOTE_ADDR"] = host
+            environ["REMOTE_PORT"] = port
+    proto = (_pick(protos, index, count) or "").lower()
+    if proto in ("http", "https"):
+        environ["wsgi.url_scheme"] = proto
+    host_value = _pick(hosts, index, count)
+    if host_value:
+        environ["HTTP_HOST"] = host_value
+    port_value = environ.get("HTTP_X_FORWARDED_PORT", "").strip()
+    if port_value.isdigit() and "HTTP_FORWARDED" not in environ:
+        environ["SERVER_PORT"] = port_value
+
+
+def _split_node(node: str) -> tuple[str, str]:
+    """'1.2.3.4:80', '[::1]:80', '"[::1]"' or 'unknown' -> (address, port)."""
+    node = node.strip().strip('"')
+    if node.startswith("["):
+        host, _, rest = node[1:].partition("]")
+        return host, rest.lstrip(":")
+    if node.count(":") == 1:
+        host, _, port = node.partition(":")
+        return host, port
+    if node.lower() == "unknown" or node.startswith("_"):
+        return "", ""  # RFC 7239 §6: unknown or obfuscated: leave REMOTE_ADDR alone
+    return node, ""
+
+
+def parse_forwarded(value: str) -> list[dict[str, str]]:
+    """RFC 7239 Forwarded: a list of hops, each {'for': ..., 'proto': ..., 'host': ...}."""
+    hops = []
+    for element in _split_quoted(value, ","):
+        hop = {}
+        for pair in _split_quoted(element, ";"):
+            name, sep, raw = pair.partition("=")
+            if sep:
+                hop[name.strip().lower()] = raw.strip().strip('"')
+        hops.append(hop)
+    return hops
+
+
+def _split_quoted(value: str, separator: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        if char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part for part in parts if part.strip()]
+
+
+# -- the PROXY protocol (v1 text, v2 binary) --------------------------------
+
+V1_PREFIX = b"PROXY "
+V1_MAX = 107  # the longest v1 line the protocol allows, CRLF included
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+V2_HEADER = struct.Struct("!12sBBH")
+
+
+def parse_proxy_protocol(data: bytes) -> tuple[int, tuple[str, str] | None] | None:
+    """(bytes consumed, (client address, port) or None for LOCAL/UNKNOWN), or None for "need more".
+
+    Raises BadRequest when the bytes are not a PROXY protocol header.
+    """
+    if data.startswith(V2_SIGNATURE[: len(data)]) and len(data) < len(V2_SIGNATURE):
+        return None
+    if data.startswith(V2_SIGNATURE):
+        return _parse_v2(data)
+    if len(data) < len(V1_PREFIX):
+        return None if V1_PREFIX.startswith(data) else _refuse()
+    if not data.startswith(V1_PREFIX):
+        _refuse()
+    end = data.find(b"\r\n", 0, V1_MAX)
+    if end < 0:
+        if len(data) >= V1_MAX:
+            _refuse()
+        return None
+    return end + 2, _parse_v1(data[:end])
+
+
+def _refuse() -> Any:
+    raise BadRequest("expected a PROXY protocol header")
+
+
+def _parse_v1(line: bytes) -> tuple[str, str] | None:
+    parts = line.decode("ascii", "replace").split(" ")
+    if parts[1:2] == ["UNKNOWN"]:
+        return None
+    if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
+        _refuse()
+    _, family, source, _destination, source_port, _destination_port = parts
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        _refuse()
+    if (family == "TCP4") != (address.version == 4) or not source_port.isdigit():
+        _refuse()
+    return str(address), source_port
+
+
+def _parse_v2(data: bytes) -> tuple[int, tuple[str, str] | None] | None:
+    if len(data) < V2_HEADER.size:
+        return None
+    _, version_command, family, length = V2_HEADER.unpack_from(data)
+    if version_command >> 4 != 2:
+        _refuse()
+    total = V2_HEADER.size + length
+    if len(data) < total:
+        return None
+    body = data[V2_HEADER.size : total]
+    command = version_command & 0x0F
+    if command == 0:  # LOCAL: the proxy's own connection (health check)
+        return total, None
+    if command != 1:
+        _refuse()
+    address_family = family >> 4
+    if address_family == 1 and length >= 12:  # AF_INET
+        return total, (socket.inet_ntop(socket.AF_INET, body[:4]), str(struct.unpack("!H", body[8:10])[0]))
+    if address_family == 2 and length >= 36:  # AF_INET6
+        return total, (socket.inet_ntop(socket.AF_INET6, body[:16]), str(struct.unpack("!H", body[32:34])[0]))
+    return total, None  # AF_UNIX or unspecified: no address to report
