@@ -80,10 +80,11 @@ def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
         addresses = _split(environ.get("HTTP_X_FORWARDED_FOR"))
         protos = _split(environ.get("HTTP_X_FORWARDED_PROTO"))
         hosts = _split(environ.get("HTTP_X_FORWARDED_HOST"))
-    count = len(addresses) or 1
-    index = _client_index(addresses, trust) if addresses else 0
-    if addresses:
-        host, port = _split_node(addresses[index])
+    nodes = [_split_node(address) for address in addresses]
+    count = len(nodes) or 1
+    index = _client_index([host for host, _ in nodes], trust) if nodes else 0
+    if nodes:
+        host, port = nodes[index]
         if host:
             environ["REMOTE_ADDR"] = host
             environ["REMOTE_PORT"] = port
