@@ -193,7 +193,7 @@ def serve(config: Settings, origin: Origin) -> int:
         log.info("Serving app: %s", config.app)
     try:
         origin.upgraded = UPGRADE_FDS in os.environ
-        listeners = inherited_listeners() or open_listeners(config.binds, config.backlog)
+        listeners = inherited_listeners(config.bind) or open_listeners(config.binds, config.backlog)
     except BindError as error:
         log.error("%s", error)
         return EXIT_LISTEN

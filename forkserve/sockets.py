@@ -28,6 +28,7 @@ class Address:
     port: int = 0
     path: str = ""  # unix sockets
     fd: int = -1  # fd://N
+    name: str = ""  # fd://NAME: a socket systemd passed under that name
 
 
 @dataclass(slots=True)
@@ -70,9 +71,11 @@ def parse_bind(value: str) -> Address:
         return Address(socket.AF_UNIX, path=path)
     if value.startswith("fd://"):
         number = value[5:]
-        if not number.isdigit():
+        if number.isdigit():
+            return Address(socket.AF_INET, fd=int(number))
+        if not number:
             raise BindError(f"bind {value!r}: fd:// needs a file descriptor number, e.g. fd://3")
-        return Address(socket.AF_INET, fd=int(number))
+        return Address(socket.AF_INET, name=number)
     if value.startswith("["):
         host, sep, port = value[1:].partition("]")
         if not sep or (port and not port.startswith(":")):
@@ -93,6 +96,8 @@ def _port(value: str, port: str) -> int:
 
 
 def open_listener(address: Address, backlog: int) -> Listener:
+    if address.name:
+        raise BindError(f"bind fd://{address.name}: named sockets come from systemd socket activation")
     if address.fd >= 0:
         sock = socket.socket(fileno=address.fd)
         if sock.type != socket.SOCK_STREAM:
@@ -130,20 +135,29 @@ def open_listeners(binds: tuple[str, ...], backlog: int) -> list[Listener]:
     return listeners
 
 
-def inherited_listeners() -> list[Listener]:
+def inherited_listeners(binds: tuple[str, ...]) -> list[Listener]:
     """Sockets handed over by a previous master (SIGUSR2) or by systemd.
 
     Either way nothing is bound anew, so no connection is refused while
-    the handover happens. These sockets' files are never removed by us.
+    the handover happens, and we never remove these sockets' files. Under
+    socket activation, ``--bind fd://NAME`` picks the sockets systemd
+    passed under those names (``FileDescriptorName=``); without such binds
+    every passed socket is used.
     """
     from . import systemd
 
     handed = os.environ.pop(UPGRADE_FDS, "")
-    fds = [int(fd) for fd in handed.split(",") if fd.isdigit()]
-    if not fds:
-        fds = [fd for fd, _name in systemd.listen_fds()]
+    if handed:
+        chosen = [int(fd) for fd in handed.split(",") if fd.isdigit()]
+    else:
+        passed = systemd.listen_fds()
+        names = [address.name for address in map(parse_bind, binds) if address.name]
+        chosen = [fd for fd, name in passed if not names or name in names]
+        missing = set(names) - {name for _, name in passed}
+        if passed and missing:
+            raise BindError(f"bind fd://{sorted(missing)[0]}: systemd passed no socket with that name")
     listeners = []
-    for fd in fds:
+    for fd in chosen:
         sock = socket.socket(fileno=fd)
         sock.set_inheritable(True)
         listeners.append(Listener(sock, Address(sock.family, fd=fd)))

@@ -91,7 +91,8 @@ def test_bad_values_give_one_line(args, message):
         ("127.0.0.1:99999", "port must be a number from 0 to 65535"),
         ("::1:80", "put an IPv6 address in brackets"),
         ("unix:", "unix: needs a path"),
-        ("fd://x", "fd:// needs a file descriptor number"),
+        ("fd://", "fd:// needs a file descriptor number"),
+        ("fd://web", "named sockets come from systemd socket activation"),
     ],
 )
 def test_bad_binds_fail_clearly(bind, message):
