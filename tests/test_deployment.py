@@ -113,7 +113,10 @@ def test_socket_activation_picks_sockets_by_name(tmp_path):
 
 def test_workers_drop_privileges(serve):
     nobody = pwd.getpwnam("nobody")
-    server = serve("basic:app", "--user", "nobody", "--group", str(nobody.pw_gid), cwd=Path("/tmp"))
+    # --preload: this machine's Python lives under /root, which "nobody" cannot read.
+    server = serve(
+        "basic:app", "--preload", "--user", "nobody", "--group", str(nobody.pw_gid), cwd=Path("/tmp")
+    )
     worker = server.workers()[0]
     status = Path(f"/proc/{worker}/status").read_text()
     uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
