@@ -168,3 +168,66 @@ def test_unix_socket_umask_and_stale_file(serve, tmp_path):
     assert result.returncode == 1
     assert "exists and is not a socket" in result.stderr
     assert regular.read_text() == "precious"
+
+
+def unit_setting(path: Path, key: str) -> str:
+    return next(line.split("=", 1)[1] for line in path.read_text().splitlines() if line.startswith(key + "="))
+
+
+def test_conf_unit_files_start_forkserve_under_socket_activation(tmp_path):
+    conf = TESTS.parent / "conf"
+    service, socket_unit = conf / "forkserve.service", conf / "forkserve.socket"
+    assert unit_setting(service, "Type") == "notify"
+    assert unit_setting(service, "ExecReload") == "/bin/kill -HUP $MAINPID"
+    name = unit_setting(socket_unit, "FileDescriptorName")
+    config = tmp_path / "forkserve.conf.py"
+    config.write_text("workers = 2\n")
+    args = unit_setting(service, "ExecStart").split()[1:]  # what follows the forkserve binary
+    args = [
+        {
+            "/etc/forkserve/forkserve.conf.py": str(config),
+            "/run/forkserve/forkserve.pid": str(tmp_path / "pid"),
+        }.get(arg, arg)
+        for arg in args
+    ]
+    notify = NotifySocket(tmp_path / "notify")
+    proc, ports, log = socket_activated(tmp_path, name, *args)
+    try:
+        assert notify.wait_for("READY=1"), log.read_text()
+        assert (tmp_path / "pid").read_text().strip() == str(proc.pid)
+        assert requests.get(f"http://127.0.0.1:{ports[0]}/hello", timeout=10).ok
+    finally:
+        assert stop(proc) == 0
+
+
+def test_conf_logrotate_snippet_rotates_without_losing_lines(serve, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    pidfile = tmp_path / "forkserve.pid"
+    snippet = (TESTS.parent / "conf" / "forkserve.logrotate").read_text()
+    rendered = tmp_path / "logrotate.conf"
+    rendered.write_text(
+        snippet.replace("/var/log/forkserve", str(logs)).replace("/run/forkserve/forkserve.pid", str(pidfile))
+    )
+    server = serve("basic:app", "--access-logfile", str(logs / "access.log"), "--pid", str(pidfile))
+    for index in range(5):
+        requests.get(f"{server.url}/before-{index}", timeout=10)
+    access = logs / "access.log"
+    assert wait_until(lambda: access.exists() and "/before-4" in access.read_text(), 10)
+    result = subprocess.run(
+        ["logrotate", "-f", "-s", str(tmp_path / "state"), str(rendered)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert server.wait_for_log("reopening log files")
+    import time
+
+    time.sleep(0.5)  # workers reopen right after the master
+    for index in range(5):
+        requests.get(f"{server.url}/after-{index}", timeout=10)
+    assert wait_until(lambda: access.exists() and "/after-4" in access.read_text(), 10)
+    rotated = (logs / "access.log.1").read_text()
+    assert all(f"/before-{i}" in rotated for i in range(5))
+    assert "/after-" not in rotated and "/before-" not in access.read_text()
