@@ -426,3 +426,28 @@ def build(values: dict[str, Any]) -> Settings:
             raise SettingError(f"{name}: {value!r} {problem}")
         clean[name] = value
     return Settings(**clean)
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table, for the README (a test keeps the two in step)."""
+    rows = ["| setting | flags | default | meaning |", "| --- | --- | --- | --- |"]
+    for entry in registry():
+        spec = entry.spec
+        flags = ", ".join(f"`{flag}`" for flag in spec.flags) or (
+            "positional" if spec.positional else "config file"
+        )
+        default = entry.default
+        shown = (
+            ""
+            if default in ("", (), None)
+            else f"`{','.join(default) if isinstance(default, tuple) else default}`"
+        )
+        meaning = spec.help.replace("|", "\\|").replace("%%", "%")
+        if spec.choices:
+            meaning += f" One of: {', '.join(spec.choices)}."
+        rows.append(f"| `{entry.name}` | {flags} | {shown} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -228,3 +228,11 @@ def test_boot_failure_stops_instead_of_respawning(tmp_path):
 
 def test_path_exists_for_tests():
     assert Path(TESTS / "apps" / "basic.py").exists()
+
+
+def test_readme_settings_table_matches_the_registry():
+    from forkserve.settings import markdown_table
+
+    readme = (TESTS.parent / "README.md").read_text()
+    table = readme.split("<!-- settings:begin -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert table == markdown_table()
