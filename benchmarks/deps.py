@@ -46,9 +46,7 @@ def _apt_install(packages: list[str]) -> None:
         return
     # A fresh machine often has no package lists yet: fetch them once, retry.
     log("apt-get update")
-    subprocess.run(
-        ["apt-get", "update"], env=env, capture_output=True, timeout=APT_TIMEOUT_S
-    )
+    subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=APT_TIMEOUT_S)
     second = subprocess.run(cmd, env=env, capture_output=True, timeout=APT_TIMEOUT_S)
     if second.returncode != 0:
         tail = second.stderr.decode(errors="replace")[-2000:]
@@ -135,9 +133,7 @@ def _installed_versions(names: list[str]) -> dict[str, str]:
 
 def _create_venv() -> None:
     log(f"creating {PEERS_VENV}")
-    res = subprocess.run(
-        [sys.executable, "-m", "venv", str(PEERS_VENV)], capture_output=True, timeout=300
-    )
+    res = subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], capture_output=True, timeout=300)
     if res.returncode == 0:
         return
     # Debian's own python3 ships venv/ensurepip separately.
@@ -145,9 +141,7 @@ def _create_venv() -> None:
     version = sysconfig.get_python_version()
     if sys.executable.startswith("/usr/bin/"):
         _apt_install([f"python{version}-venv"])
-        subprocess.run(
-            [sys.executable, "-m", "venv", str(PEERS_VENV)], check=True, timeout=300
-        )
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True, timeout=300)
         return
     raise SetupError(f"python -m venv failed:\n{res.stderr.decode(errors='replace')}")
 

@@ -16,6 +16,7 @@ also stops by itself after --lifetime seconds so it can never linger.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import signal
@@ -89,9 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bind", default="127.0.0.1:0", help="HOST:PORT (port 0: any)")
     parser.add_argument("--workers", type=int, default=2, help="child processes")
-    parser.add_argument(
-        "--lifetime", type=float, default=3600, help="exit after this many seconds"
-    )
+    parser.add_argument("--lifetime", type=float, default=3600, help="exit after this many seconds")
     args = parser.parse_args()
     host, _, port = args.bind.rpartition(":")
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -119,10 +118,8 @@ def main() -> int:
 
     def stop(_signum: int, _frame: object) -> None:
         for child in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

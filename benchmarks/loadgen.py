@@ -11,7 +11,6 @@ import asyncio
 import json
 import resource
 import subprocess
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +80,7 @@ def run_wrk(
     line = next((x for x in res.stdout.splitlines() if x.startswith("FSBENCH ")), None)
     if res.returncode != 0 or line is None:
         raise RuntimeError(
-            f"wrk failed (exit {res.returncode}): {res.stderr.strip()[-500:]}"
-            f" {res.stdout.strip()[-500:]}"
+            f"wrk failed (exit {res.returncode}): {res.stderr.strip()[-500:]} {res.stdout.strip()[-500:]}"
         )
     d = json.loads(line[len("FSBENCH ") :])
     seconds = d["duration_us"] / 1e6
@@ -101,10 +99,6 @@ def run_wrk(
         bytes_read=d["bytes"],
         wrk_cpu_s=wrk_cpu,
     )
-
-
-def make_tmp_scripts() -> Path:
-    return Path(tempfile.mkdtemp(prefix="forkserve-wrk-"))
 
 
 # ------------------------------------------------------- spread over workers

@@ -15,17 +15,26 @@ from pathlib import Path
 from typing import Any
 
 # (key, column title, format, lower is better?) for every reported figure.
+# Format "sig" = 3 significant digits, without switching to 1e+03 notation.
 METRICS: list[tuple[str, str, str, bool]] = [
     ("rps", "req/s", "{:,.0f}", False),
-    ("p50_ms", "p50 ms", "{:.3g}", True),
-    ("p99_ms", "p99 ms", "{:.3g}", True),
-    ("p999_ms", "p99.9 ms", "{:.3g}", True),
+    ("p50_ms", "p50 ms", "sig", True),
+    ("p99_ms", "p99 ms", "sig", True),
+    ("p999_ms", "p99.9 ms", "sig", True),
     ("errors", "errors", "{:,.0f}", True),
-    ("cpu_us_per_req", "server CPU µs/req", "{:.3g}", True),
+    ("cpu_us_per_req", "server CPU µs/req", "sig", True),
     ("rss_mib", "RSS MiB", "{:.1f}", True),
     ("pss_mib", "PSS MiB", "{:.1f}", True),
     ("wrk_cpu_pct", "wrk CPU %", "{:.0f}", True),
 ]
+
+
+def fmt_value(value: float, fmt: str) -> str:
+    if fmt != "sig":
+        return fmt.format(value)
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -40,20 +49,14 @@ def ratio(value: float, base: float | None) -> float | None:
 
 def add_ratios(points: list[dict[str, Any]], baseline: str) -> None:
     """Adds ``ratio`` (each median divided by the baseline's) to every point."""
-    base = {
-        (p["app"], p["mode"], p["concurrency"]): p["median"]
-        for p in points
-        if p["server"] == baseline
-    }
+    base = {(p["app"], p["mode"], p["concurrency"]): p["median"] for p in points if p["server"] == baseline}
     for p in points:
         b = base.get((p["app"], p["mode"], p["concurrency"]))
-        p["ratio"] = {
-            key: ratio(p["median"][key], b[key] if b else None) for key, *_ in METRICS
-        }
+        p["ratio"] = {key: ratio(p["median"][key], b[key] if b else None) for key, *_ in METRICS}
 
 
 def _cell(value: float, rel: float | None, fmt: str) -> str:
-    text = fmt.format(value)
+    text = fmt_value(value, fmt)
     if rel is None:
         return text if value == 0 else f"{text} (–)"
     return f"{text} (×{rel:.2f})"
@@ -73,7 +76,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Servers",
         "",
-        "| server | version | how it runs | command (app: hello) |",
+        "| server | version | how it runs | command line (hello app, else the first one run) |",
         "| --- | --- | --- | --- |",
     ]
     for s in results["servers"]:
@@ -90,9 +93,7 @@ def markdown(results: dict[str, Any]) -> str:
             out.append("| --- | ---: | " + " | ".join("---:" for _ in METRICS) + " |")
             pts.sort(key=lambda p: (p["concurrency"], p["order"]))
             for p in pts:
-                cells = [
-                    _cell(p["median"][k], p["ratio"][k], fmt) for k, _, fmt, _ in METRICS
-                ]
+                cells = [_cell(p["median"][k], p["ratio"][k], fmt) for k, _, fmt, _ in METRICS]
                 out.append(f"| {p['label']} | {p['concurrency']} | " + " | ".join(cells) + " |")
             out.append("")
     if results.get("spread"):
@@ -116,8 +117,9 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("failures"):
         out += ["## Failures", ""]
         for f in results["failures"]:
-            first = f["error"].strip().splitlines()[0] if f["error"].strip() else "?"
-            out.append(f"- {f['server']} / {f['app']}: {first}")
+            lines = [x.strip() for x in f["error"].strip().splitlines() if x.strip()] or ["?"]
+            cause = f" ... `{lines[-1]}`" if len(lines) > 1 else ""
+            out.append(f"- {f['server']} / {f['app']}: {lines[0]}{cause}")
         out.append("")
     if results.get("notes"):
         out += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
@@ -130,6 +132,7 @@ def write_chart(results: dict[str, Any], png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     meta = results["meta"]
     baseline = meta["baseline"]
@@ -144,49 +147,77 @@ def write_chart(results: dict[str, Any], png: Path) -> None:
     colors = dict(zip(servers, plt.get_cmap("tab10").colors, strict=False))
     ncols = 2 if len(panels) > 1 else 1
     nrows = (len(panels) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 3.6 * nrows), squeeze=False)
+    panel_h = 3.2  # inches per row of panels
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, panel_h * nrows + 1.2), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
+    ticks = [k * 10.0**e for e in range(-2, 3) for k in (1, 2, 5)]  # 1-2-5 steps
     for ax, (app, mode) in zip(axes.flat, panels, strict=False):
         pts = [p for p in results["points"] if p["app"] == app and p["mode"] == mode]
         concs = sorted({p["concurrency"] for p in pts})
         present = [s for s in servers if any(p["server"] == s for p in pts)]
-        width = 0.8 / max(1, len(present))
-        top = 1.0
+        # Narrow bars even when few servers are present, so one bar is no slab.
+        width = 0.8 / max(4, len(present))
+        lo, hi = 0.8, 1.25
         for i, name in enumerate(present):
             xs, ys = [], []
             for j, c in enumerate(concs):
                 p = next((q for q in pts if q["server"] == name and q["concurrency"] == c), None)
                 if p and p["ratio"]["rps"] is not None:
-                    xs.append(j - 0.4 + width * (i + 0.5))
+                    xs.append(j + width * (i - (len(present) - 1) / 2))
                     ys.append(p["ratio"]["rps"])
-            bars = ax.bar(xs, ys, width, label=labels[name], color=colors[name])
-            ax.bar_label(bars, fmt="%.2g", fontsize=7, padding=1)
-            top = max([top, *ys])
-        ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
+            # Bars grow from the baseline (1): up when faster, down when slower.
+            bars = ax.bar(
+                xs,
+                [y - 1 for y in ys],
+                width,
+                bottom=1,
+                label=labels[name],
+                color=colors[name],
+                edgecolor="black" if name == "forkserve" else "none",
+            )
+            ax.bar_label(bars, labels=[f"{y:.2g}" for y in ys], fontsize=7, padding=1)
+            lo, hi = min([lo, *ys]), max([hi, *ys])
+        ax.axhline(1.0, color="black", linewidth=1)
         ax.set_yscale("log")
-        ax.set_ylim(min(0.5, ax.get_ylim()[0]), top * 1.6)
-        ax.set_xticks(range(len(concs)), [f"c={c}" for c in concs])
+        ax.set_ylim(lo / 1.4, hi * 1.5)
+        ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"×{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(range(len(concs)), [f"{c} connection{'s' * (c != 1)}" for c in concs])
+        ax.set_xlim(-0.5, len(concs) - 0.5)
         ax.set_title(f"{app} — {mode}", fontsize=11)
-        ax.set_ylabel(f"req/s ÷ {labels.get(baseline, baseline)}")
-        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.set_ylabel(f"req/s vs {labels.get(baseline, baseline)}")
+        ax.grid(axis="y", alpha=0.3)
     handles = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=False):
             handles.setdefault(lab, h)
+    ncol = min(len(handles), 4)
+    legend_rows = (len(handles) + ncol - 1) // max(1, ncol)
+    # Lay out the header in inches (title, then legend, then panels) so it
+    # holds for one row of panels or four.
+    height = fig.get_figheight()
+    header = 0.55 + 0.28 * legend_rows
+    if header + 0.3 > 1.2:
+        fig.set_figheight(height + header + 0.3 - 1.2)
+        height = fig.get_figheight()
+    fig.suptitle(
+        f"Requests per second relative to {labels.get(baseline, baseline)} "
+        "(= ×1, the black line); higher is better",
+        fontsize=12,
+        y=1 - 0.12 / height,
+        va="top",
+    )
     fig.legend(
         handles.values(),
         handles.keys(),
-        loc="lower center",
-        ncol=min(len(handles), 4),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.5 / height),
+        ncol=ncol,
         frameon=False,
     )
-    fig.suptitle(
-        f"Throughput relative to {labels.get(baseline, baseline)} "
-        f"(dashed line = 1; higher is better; log scale)",
-        fontsize=12,
-    )
-    fig.tight_layout(rect=(0, 0.04 + 0.03 * ((len(handles) - 1) // 4), 1, 0.97))
+    fig.tight_layout(rect=(0, 0, 1, 1 - (header + 0.05) / height))
     fig.savefig(png, dpi=110)
     plt.close(fig)
 

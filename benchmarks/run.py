@@ -70,12 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--servers", type=csv(), help="comma-separated server names")
     p.add_argument("--apps", type=csv(), help="comma-separated apps (default: all four)")
-    p.add_argument(
-        "--concurrency", type=csv(int), help="open connections per point (default 1,16,64,256)"
-    )
-    p.add_argument(
-        "--modes", type=csv(), help="keep-alive and/or close (default: both)"
-    )
+    p.add_argument("--concurrency", type=csv(int), help="open connections per point (default 1,16,64,256)")
+    p.add_argument("--modes", type=csv(), help="keep-alive and/or close (default: both)")
     p.add_argument("--duration", type=float, help="seconds per wrk run (default 5)")
     p.add_argument("--repeat", type=int, help="repetitions per point, median reported (default 3)")
     p.add_argument("--workers", type=int, default=2, help="worker processes per server (2)")
@@ -98,9 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.out is None:
         args.out = (
-            Path(tempfile.mkdtemp(prefix="forkserve-bench-results-"))
-            if args.quick
-            else HERE / "results"
+            Path(tempfile.mkdtemp(prefix="forkserve-bench-results-")) if args.quick else HERE / "results"
         )
     if args.no_spread is False and args.quick:
         args.no_spread = True  # the smoke test stays on the hello app
@@ -154,9 +148,14 @@ class Bench:
         need = set().union(*(s.peers for s in chosen))
         if "django" in args.apps:
             need.add("django")
-        if not args.no_chart:
-            need.add("matplotlib")
         have = deps.ensure_peers(need) if need else {}
+        if not args.no_chart:
+            # The chart is a nicety: a failed matplotlib install costs only the PNG.
+            try:
+                deps.ensure_peers({"matplotlib"})
+            except (deps.SetupError, subprocess.SubprocessError) as exc:
+                say(f"warning: no chart, matplotlib unavailable: {exc}")
+                args.no_chart = True
         for pkg in ("gunicorn", "waitress", "granian", "django"):
             if pkg in have:
                 self.versions[pkg] = have[pkg]
@@ -164,7 +163,7 @@ class Bench:
         if "forkserve" in args.servers or "forkserve-threads" in args.servers:
             found = deps.forkserve_env()
             if found is None:
-                for name in ("forkserve", "forkserve-threads"):
+                for name in {"forkserve", "forkserve-threads"} & set(args.servers):
                     for app in args.apps:
                         self.failures[(name, app)] = (
                             "forkserve does not import from this interpreter "
@@ -172,21 +171,10 @@ class Bench:
                         )
             else:
                 self.versions["forkserve"], self.forkserve_env = found
-        self.env = dict(
-            os.environ,
-            PYTHONUNBUFFERED="1",
-            FORKSERVE_BENCH_DB=str(self.tmp / "django.sqlite3"),
-            FORKSERVE_BENCH_FILE=str(self.tmp / "download-1MiB.bin"),
-        )
+        self.env = servers.base_env(self.tmp)
         if "django" in args.apps:
             say("[setup] django: migrate (creates the SQLite db and its one row)")
-            subprocess.run(
-                [str(deps.peers_python()), "manage.py", "migrate", "-v0"],
-                cwd=servers.DJANGO_DIR,
-                env=self.env,
-                check=True,
-                timeout=300,
-            )
+            servers.migrate_django(self.env)
 
     def context(self, app: App) -> Context:
         return Context(
@@ -220,9 +208,7 @@ class Bench:
 
     # ------------------------------------------------------------- measure
 
-    def measure_point(
-        self, run: Running, port: int, script: Path, mode: str, conc: int
-    ) -> dict[str, Any]:
+    def measure_point(self, run: Running, port: int, script: Path, mode: str, conc: int) -> dict[str, Any]:
         args = self.args
         cpu0 = measure.cpu_seconds(run.pid)
         res = loadgen.run_wrk(
@@ -237,9 +223,7 @@ class Bench:
         cpu1 = measure.cpu_seconds(run.pid)
         mem = measure.tree_memory(run.pid)
         if run.proc.poll() is not None:
-            raise servers.ServerError(
-                f"{run.server.name} exited during the run:\n{run.log_tail()}"
-            )
+            raise servers.ServerError(f"{run.server.name} exited during the run:\n{run.log_tail()}")
         return {
             "rps": res.rps,
             "p50_ms": res.p50_ms,
@@ -384,9 +368,7 @@ class Bench:
             ],
             "points": points,
             "spread": self.spread,
-            "failures": [
-                {"server": s, "app": a, "error": e} for (s, a), e in self.failures.items()
-            ],
+            "failures": [{"server": s, "app": a, "error": e} for (s, a), e in self.failures.items()],
             "notes": NOTES,
         }
 
@@ -450,9 +432,16 @@ NOTES = [
     "wrk CPU % = CPU time of wrk itself / run time (100 = one core). wrk shares "
     "the machine's cores with the server, so a high value means the load "
     "generator limited the result.",
-    "errors = socket errors (connect, read, write, timeout) + non-2xx/3xx answers, "
-    "as wrk counts them.",
+    "errors = socket errors (connect, read, write, timeout) + non-2xx/3xx answers, as wrk counts them.",
+    "Django runserver closes on 'Connection: close' without saying so in its answer; wrk "
+    "then counts a read error per request, so its close-mode errors are not failed requests.",
 ]
+
+
+def brief(error: str) -> str:
+    """First line of an error, plus its last line (e.g. a traceback's cause)."""
+    lines = [x.strip() for x in error.strip().splitlines() if x.strip()] or ["?"]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
 
 
 def estimate_seconds(args: argparse.Namespace) -> float:
@@ -494,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"[done] in {time.monotonic() - t0:.0f} s; wrote " + ", ".join(map(str, written)))
     problems = bench.verdict(results)
     if problems:
-        say("FAILED:\n  " + "\n  ".join(p.strip().splitlines()[0] for p in problems))
+        say("FAILED:\n  " + "\n  ".join(map(brief, problems)))
         return 1
     return 0
 

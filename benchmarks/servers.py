@@ -12,6 +12,7 @@ socket this module binds itself and hands over.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import deps
 import measure
 
 HERE = Path(__file__).resolve().parent
@@ -123,6 +125,7 @@ class Context:
     forkserve_env: dict[str, str]
     nginx: str
     env: dict[str, str]  # base environment for every server
+    extra_args: list[str] = field(default_factory=list)  # e.g. ["--preload"]
 
 
 @dataclass
@@ -153,7 +156,7 @@ def _forkserve(ctx: Context, threads: int | None = None) -> Launch:
     argv += ["--chdir", str(ctx.app.directory), "--pythonpath", str(ctx.app.directory)]
     if threads:
         argv += ["--threads", str(threads)]
-    return Launch(argv, ctx.app.directory, env)
+    return Launch(argv + ctx.extra_args, ctx.app.directory, env)
 
 
 def _gunicorn(ctx: Context, gthread: bool) -> Launch:
@@ -163,7 +166,7 @@ def _gunicorn(ctx: Context, gthread: bool) -> Launch:
     argv += ["--chdir", str(ctx.app.directory), "--no-control-socket"]
     if gthread:
         argv += ["--worker-class", "gthread", "--threads", str(GTHREAD_THREADS)]
-    return Launch(argv, ctx.app.directory, dict(ctx.env))
+    return Launch(argv + ctx.extra_args, ctx.app.directory, dict(ctx.env))
 
 
 def _waitress(ctx: Context) -> Launch:
@@ -231,9 +234,7 @@ def _nginx(ctx: Context) -> Launch:
     prefix = ctx.tmp / f"nginx-{port}"
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(workers=ctx.workers, prefix=prefix, host=HOST, port=port)
-    )
+    conf.write_text(NGINX_CONF.format(workers=ctx.workers, prefix=prefix, host=HOST, port=port))
     env = dict(ctx.env, NGINX=f"{sock.fileno()};")
     argv = [ctx.nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
     return Launch(argv, prefix, env, inherit=[sock], port=port)
@@ -327,6 +328,56 @@ def supports(server: Server, app: App) -> bool:
     return True
 
 
+def base_env(tmp: Path) -> dict[str, str]:
+    """Environment for every server: where the Django db and 1 MiB file live."""
+    return dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        FORKSERVE_BENCH_DB=str(tmp / "django.sqlite3"),
+        FORKSERVE_BENCH_FILE=str(tmp / "download-1MiB.bin"),
+    )
+
+
+def migrate_django(env: dict[str, str]) -> None:
+    """Creates the Django app's SQLite db (and its one row) where env says."""
+    subprocess.run(
+        [str(deps.peers_python()), "manage.py", "migrate", "-v0"],
+        cwd=DJANGO_DIR,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+
+
+def standalone_context(app: App, names: list[str], workers: int, tmp: Path) -> Context:
+    """A Context for the side scripts (slow_clients.py, memory.py): installs
+    the peers the named servers need and prepares the Django db if needed."""
+    need = set().union(*(SERVERS[n].peers for n in names))
+    if app.needs_django:
+        need.add("django")
+    if need:
+        deps.ensure_peers(need)
+    fs_env: dict[str, str] = {}
+    if any(n.startswith("forkserve") for n in names):
+        found = deps.forkserve_env()
+        if found is None:
+            raise ServerError("forkserve does not import from this interpreter")
+        fs_env = found[1]
+    env = base_env(tmp)
+    if app.needs_django:
+        migrate_django(env)
+    return Context(
+        app=app,
+        workers=workers,
+        tmp=tmp,
+        peers_bin=deps.peers_bin(),
+        peers_site=deps.peers_site_packages() if need else "",
+        forkserve_env=fs_env,
+        nginx=deps.find_program("nginx") or "nginx",
+        env=env,
+    )
+
+
 # ----------------------------------------------------------------- running
 
 
@@ -334,9 +385,7 @@ class ServerError(RuntimeError):
     """A server did not start, did not answer, or answered wrongly."""
 
 
-_PORT_IN_LOG = re.compile(
-    r"(?:Listening at|Serving on|development server at):? http://127\.0\.0\.1:(\d+)"
-)
+_PORT_IN_LOG = re.compile(r"(?:Listening at|Serving on|development server at):? http://127\.0\.0\.1:(\d+)")
 
 
 def http_request(
@@ -376,6 +425,9 @@ class Running:
                 start_new_session=True,
                 pass_fds=[s.fileno() for s in self.launch.inherit],
             )
+        except OSError:
+            self._log.close()
+            raise
         finally:
             # The child has its copy; ours would keep the port open after stop.
             for sock in self.launch.inherit:
@@ -410,9 +462,7 @@ class Running:
                 self.port = self._find_port()
             if self.port is not None:
                 try:
-                    status, body = http_request(
-                        self.port, self.app.method, self.app.smoke_body, timeout=10
-                    )
+                    status, body = http_request(self.port, self.app.method, self.app.smoke_body, timeout=10)
                 except OSError as exc:
                     last_error = f"{type(exc).__name__}: {exc}"
                 else:
@@ -424,8 +474,7 @@ class Running:
                     )
             time.sleep(0.1)
         raise ServerError(
-            f"{self.server.name} not ready after {timeout:.0f}s ({last_error}):\n"
-            f"{self.log_tail()}"
+            f"{self.server.name} not ready after {timeout:.0f}s ({last_error}):\n{self.log_tail()}"
         )
 
     def stop(self, grace: float = 10.0) -> None:
@@ -435,18 +484,14 @@ class Running:
         reused, so signalling the group can never hit a stranger.
         """
         pgid = self.pid
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and measure.group_pids(pgid):
             time.sleep(0.05)
         if measure.group_pids(pgid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         try:
             self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:

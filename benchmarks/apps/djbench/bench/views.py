@@ -7,6 +7,4 @@ from bench.models import Greeting
 
 def greeting(request: HttpRequest) -> JsonResponse:
     row = Greeting.objects.get(pk=1)
-    return JsonResponse(
-        {"id": row.pk, "name": row.name, "message": row.message, "created": row.created}
-    )
+    return JsonResponse({"id": row.pk, "name": row.name, "message": row.message, "created": row.created})

@@ -1,7 +1,6 @@
 """URL map: the benchmarked view is the site root."""
 
-from django.urls import path
-
 from bench.views import greeting
+from django.urls import path
 
 urlpatterns = [path("", greeting)]
