@@ -1,10 +1,27 @@
 """One client connection: bytes in -> parser -> app -> bytes out; keep-alive.
 
 The worker's event loop calls ``on_readable()`` when the socket has data.
-Request heads are collected without blocking, so a slow client costs the
-worker nothing until its head is complete. Only then does the app run, and
-while it runs, body reads and response writes wait on this one socket with
-a timeout (the worker serves one request at a time).
+Everything a slow client can drag out happens there, without blocking:
+collecting the request head, the first part of the body, and the rest of
+a body the app left unread. The app runs only once its head is complete
+and its body is in (or its first ``body_prebuffer`` bytes are, or the
+client waits for ``100 Continue``), so a client that sends one byte a
+second holds a socket, never the worker. While the app runs, body reads
+and response writes wait on this one socket, each stall bounded by
+``io_timeout`` (the worker serves one request at a time).
+
+Phases of a connection and what bounds each (outside APP, the worker's
+sweep closes the connection once its deadline passes)::
+
+    phase       waiting for                                bound
+    HEAD        a request head (idle between requests)     keepalive while idle, then
+                                                           header_timeout from the first byte
+    BODY_START  the body, up to body_prebuffer bytes       header_timeout from the head's end
+    APP         the app, which blocks on this socket       io_timeout per stalled recv/send
+    DRAIN       the end of a body the app did not read     io_timeout, and DRAIN_LIMIT bytes
+    LINGER      nothing: answered and closing, input is    LINGER_SECONDS
+                read and discarded
+    CLOSED      -                                          -
 
 Socket timeouts are done with ``poll`` on a non-blocking socket rather than
 ``settimeout()``, which would add a ``poll`` before every ``recv``/``send``.
@@ -20,6 +37,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import IO, Any
 
 from . import logs
@@ -47,6 +65,15 @@ class RequestAborted(BaseException):
     """
 
 
+class Phase(Enum):
+    HEAD = "head"
+    BODY_START = "body-start"
+    APP = "app"
+    DRAIN = "drain"
+    LINGER = "linger"
+    CLOSED = "closed"
+
+
 @dataclass(slots=True)
 class Service:
     """What every connection of one worker shares."""
@@ -62,6 +89,7 @@ class Service:
     access_log: logging.Logger | None
     access_format: str = logs.ACCESS_FORMAT
     max_requests: int = 0  # 0: no limit
+    body_prebuffer: int = 65536  # body bytes collected before the app runs
     closing: bool = False  # the worker is leaving: answer with Connection: close
     requests: int = 0
 
@@ -72,13 +100,17 @@ class Connection:
         self.base_environ = base_environ
         self.service = service
         self.parser = RequestParser(service.limits)
-        self.pending: Request | None = None  # head in, waiting for the body to start
-        self.request: Request | None = None  # the request being served
-        self.lingering = False
+        self.phase = Phase.HEAD
+        self.idle = False  # between requests, before the next head's first byte
         self.deadline = time.monotonic() + service.header_timeout
+        self.request: Request | None = None  # the request being served
+        self.early = bytearray()  # body bytes collected before the app ran
+        self.drained = 0  # unread body bytes discarded after the response
         self.continue_sent = False
-        self.body_error: HTTPError | None = None
+        self.body_error: HTTPError | None = None  # a framing error met while the app read
+        self.broken = False  # the client vanished while the app read its body
         self._poller: select.poll | None = None
+        self._steps = {Phase.HEAD: self.take_head, Phase.BODY_START: self.start_body, Phase.DRAIN: self.drain}
 
     @property
     def peer(self) -> str:
@@ -87,56 +119,144 @@ class Connection:
     # -- event loop entry points -----------------------------------------
 
     def on_readable(self) -> bool:
-        """Read what arrived and serve every complete request; False to close."""
+        """Read what arrived and serve every request it completes; False to close."""
         try:
             data = self.sock.recv(RECV_SIZE)
         except BlockingIOError:
             return True
-        except OSError:
-            return False
+        except OSError as exc:
+            return self.client_left(str(exc))
         if not data:
-            return False
-        if self.lingering:
+            return self.client_left("closed")
+        if self.phase is Phase.LINGER:
             return True  # discard: we already answered and are closing
         self.parser.feed(data)
-        return self.serve_ready()
+        try:
+            return self.advance()
+        except HTTPError as error:
+            return self.reject(error)
+        except Exception:
+            # A bug here must cost one connection, never the worker.
+            self.service.log.exception("%s: internal error on this connection", self.peer)
+            return False
 
-    def serve_ready(self) -> bool:
-        """Serve the requests whose heads are complete; False to close."""
-        service = self.service
-        while True:
-            request = self.pending
-            if request is None:
-                try:
-                    request = self.parser.next_request()
-                except HTTPError as error:
-                    return self.reject(error)
-                if request is None:
-                    if self.parser.buffer and self.deadline > time.monotonic() + service.header_timeout:
-                        self.deadline = time.monotonic() + service.header_timeout
-                    return True
-                # Run the app only once its body has started (or the client
-                # waits for 100 Continue), so a slow sender holds no worker.
-                if not self.parser.body_complete and not self.parser.buffer and not request.expect_continue:
-                    self.pending = request
-                    self.deadline = time.monotonic() + service.header_timeout
-                    return True
-            elif not self.parser.buffer:
-                return True
-            self.pending = None
-            if not self.serve(request):
-                return False
-            service.heartbeat()
-            self.deadline = time.monotonic() + service.keepalive
+    def client_left(self, how: str) -> bool:
+        """The client went away; worth a debug line only if it left a request unfinished."""
+        if self.phase is not Phase.LINGER and (self.parser.buffer or self.phase is not Phase.HEAD):
+            self.service.log.debug("%s: client left mid-request (%s)", self.peer, how)
+        return False
+
+    def advance(self) -> bool:
+        """Go through the phases as far as the buffered bytes allow; False to close."""
+        while (step := self._steps.get(self.phase)) is not None and step():
+            pass
+        return self.phase is not Phase.CLOSED
 
     def expired(self, now: float) -> bool:
         return now >= self.deadline
 
     def close(self) -> None:
+        self.phase = Phase.CLOSED
         with contextlib.suppress(OSError):
             self.sock.close()
 
+    # -- the phases; each returns True when it moved on, False to wait ---
+
+    def take_head(self) -> bool:
+        parser = self.parser
+        request = parser.next_request()
+        if request is None:
+            if self.idle and parser.buffer:
+                # The next head has begun: from now on it has header_timeout.
+                self.idle = False
+                self.deadline = time.monotonic() + self.service.header_timeout
+            return False
+        self.request = request
+        self.idle = False
+        if parser.body_complete or request.expect_continue:
+            return self.run(request)
+        self.phase = Phase.BODY_START
+        self.deadline = time.monotonic() + self.service.header_timeout
+        return True
+
+    def start_body(self) -> bool:
+        """Collect the body's first bytes; run the app once enough are in."""
+        parser, early, want = self.parser, self.early, self.service.body_prebuffer
+        while len(early) < want:
+            data = parser.read_body(want - len(early))
+            if not data:
+                break  # None: wait for more; b"": the body is complete
+            early += data
+        if not parser.body_complete and len(early) < want:
+            return False
+        assert self.request is not None
+        return self.run(self.request)
+
+    def drain(self) -> bool:
+        """Discard a body the app left unread, so it is never parsed as a request."""
+        parser = self.parser
+        left = parser.body_left()
+        if left is not None and self.drained + left > DRAIN_LIMIT:
+            return self.linger()
+        while (data := parser.read_body(-1)) is not None:
+            if not data:
+                return self.wait_for_next()
+            self.drained += len(data)
+            if self.drained > DRAIN_LIMIT:
+                return self.linger()
+        return False
+
+    def wait_for_next(self) -> bool:
+        """Wait, idle, for the next request on this connection."""
+        self.parser.start_next()
+        self.phase = Phase.HEAD
+        self.idle = True
+        self.request = None
+        self.deadline = time.monotonic() + self.service.keepalive
+        return True
+
+    def linger(self) -> bool:
+        """Close our side but keep reading a little, so the client sees our answer.
+
+        Closing a socket with unread input makes the kernel send a reset,
+        which can destroy the response before the client reads it.
+        """
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.phase = Phase.CLOSED
+            return False
+        self.phase = Phase.LINGER
+        self.deadline = time.monotonic() + LINGER_SECONDS
+        return False
+
+    def end(self) -> bool:
+        """Close after a response: gently if the client may still be sending."""
+        if self.parser.buffer or not self.parser.body_complete:
+            return self.linger()
+        self.phase = Phase.CLOSED
+        return False
+
     # -- one request -----------------------------------------------------
+
+    def run(self, request: Request) -> bool:
+        """Serve one request, then pick the phase that follows it."""
+        self.phase = Phase.APP
+        keep_going = self.serve(request)
+        self.early.clear()
+        self.service.heartbeat()
+        if self.phase is not Phase.APP:  # serve() already rejected or closed
+            return False
+        if not keep_going or self.broken:
+            return self.end()
+        if self.parser.body_complete:
+            return self.wait_for_next()
+        if request.expect_continue and not self.continue_sent:
+            return self.end()  # the client waits for 100 Continue: its body may never come
+        self.phase = Phase.DRAIN
+        self.drained = 0
+        self.deadline = time.monotonic() + self.service.io_timeout
+        return True
 
     def serve(self, request: Request) -> bool:
         """Run the app for one request and send its response; False to close."""
@@ -147,9 +267,9 @@ class Connection:
         started = time.perf_counter()
         keep_alive = request.keep_alive and service.keepalive > 0 and not service.closing
         exchange = Exchange(request, self, service.server_headers(), keep_alive)
-        self.request = request
         self.continue_sent = False
         self.body_error = None
+        self.broken = False
         environ = build_environ(self.base_environ, request, InputStream(self.receive_body))
         try:
             exchange.run(service.app, environ)
@@ -157,26 +277,27 @@ class Connection:
             service.log.debug(
                 "%s: client gone during %s %s: %s", self.peer, request.method, request.target, exc
             )
+            self.phase = Phase.CLOSED
             return False
         except RequestAborted:
+            service.log.error("%s: %s %s aborted past the timeout", self.peer, request.method, request.target)
             if exchange.head is None:
                 self.send_error(504, "Gateway Timeout", b"request timed out\n")
             raise
         except Exception:
             if self.body_error is not None:
-                return self.reject(self.body_error)
+                self.refuse_body(self.body_error, answered=exchange.head is not None)
+                return False
             service.log.exception("Error handling %s %s from %s", request.method, request.target, self.peer)
             if exchange.head is None:
                 self.send_error(500, "Internal Server Error", b"Internal Server Error\n")
             return False
         if service.access_log is not None:
             self.log_access(environ, exchange, time.perf_counter() - started)
-        if not exchange.keep_alive:
+        if self.body_error is not None:  # the app swallowed it: the framing is lost all the same
+            self.refuse_body(self.body_error, answered=True)
             return False
-        if not self.parser.body_complete and not self.drain_body():
-            return False
-        self.parser.start_next()
-        return True
+        return exchange.keep_alive
 
     def log_access(self, environ: dict[str, Any], exchange: Exchange, duration: float) -> None:
         status = exchange.head.status if exchange.head else 0
@@ -188,48 +309,38 @@ class Connection:
 
     def reject(self, error: HTTPError) -> bool:
         """Answer a request that broke the protocol, then close."""
+        if self.phase is Phase.DRAIN:  # its response is already out: just close
+            return self.refuse_body(error, answered=True)
         self.service.log.info("%s: %d %s: %s", self.peer, error.status, error.phrase, error.reason)
         self.send_error(error.status, error.phrase, f"{error.phrase}: {error.reason}\n".encode())
-        return self.start_lingering()
+        self.linger()
+        return self.phase is not Phase.CLOSED
+
+    def refuse_body(self, error: HTTPError, answered: bool) -> bool:
+        """A body broke the framing: answer if nothing was sent yet, and close."""
+        if not answered:
+            return self.reject(error)
+        self.service.log.info("%s: closing after a bad request body: %s", self.peer, error.reason)
+        self.linger()
+        return self.phase is not Phase.CLOSED
 
     def send_error(self, status: int, phrase: str, body: bytes) -> None:
         with contextlib.suppress(ClientGone, OSError):
             self.send(simple_response(status, phrase, body, self.service.server_headers()))
 
-    def start_lingering(self) -> bool:
-        """Close our side but keep reading a little, so the client sees our answer.
-
-        Closing a socket with unread input makes the kernel send a reset,
-        which can destroy the response before the client reads it.
-        """
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return False
-        self.lingering = True
-        self.pending = None
-        self.deadline = time.monotonic() + LINGER_SECONDS
-        return True
-
-    def drain_body(self) -> bool:
-        """Skip the body the app did not read, so it is never parsed as a request."""
-        if self.request is not None and self.request.expect_continue and not self.continue_sent:
-            return False  # the client still waits for 100 Continue: its body need not come
-        skipped = 0
-        while not self.parser.body_complete:
-            try:
-                data = self.receive_body(RECV_SIZE)
-            except (ClientGone, HTTPError, OSError):
-                return False
-            skipped += len(data)
-            if skipped > DRAIN_LIMIT:
-                return False
-        return True
-
     # -- the transport used by wsgi.Exchange and wsgi.input -------------
 
     def receive_body(self, size: int) -> bytes:
         """Decoded body bytes (b"" at the end), waiting for the client if needed."""
+        early = self.early
+        if early:
+            if 0 <= size < len(early):
+                data = bytes(early[:size])
+                del early[:size]
+            else:
+                data = bytes(early)
+                early.clear()
+            return data
         parser = self.parser
         if not self.continue_sent:
             self.continue_sent = True
@@ -238,12 +349,12 @@ class Connection:
                 self.send(CONTINUE)
         while True:
             try:
-                data = parser.read_body(size)
+                body = parser.read_body(size)
             except HTTPError as error:
                 self.body_error = error
                 raise
-            if data is not None:
-                return data
+            if body is not None:
+                return body
             parser.feed(self.recv_waiting())
 
     def recv_waiting(self) -> bytes:
@@ -254,8 +365,10 @@ class Connection:
                 self.wait(select.POLLIN)
                 continue
             except OSError as exc:
+                self.broken = True
                 raise ClientGone(str(exc)) from None
             if not data:
+                self.broken = True
                 raise ClientGone("closed while sending the body")
             return data
 
@@ -300,8 +413,12 @@ class Connection:
             self._poller = select.poll()
             self._poller.register(self.sock, select.POLLIN)
         self._poller.modify(self.sock, event)
-        deadline = time.monotonic() + self.service.io_timeout
-        while not self._poller.poll(1000):
+        timeout = self.service.io_timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ClientGone(f"no progress for {timeout:g}s")
+            if self._poller.poll(min(1000, max(1, int(left * 1000)))):
+                return
             self.service.heartbeat()  # waiting on the client is not a stuck app
-            if time.monotonic() >= deadline:
-                raise ClientGone(f"no progress for {self.service.io_timeout:g}s")

@@ -63,6 +63,7 @@ class Exchange:
         self.headers: list[tuple[str, str]] = []
         self.head: ResponseHead | None = None
         self.sent = 0  # body bytes sent
+        self.overflowed = False  # the app wrote past its Content-Length
 
     # -- the WSGI callables ----------------------------------------------
 
@@ -163,11 +164,15 @@ class Exchange:
         if head.framing == Framing.LENGTH:
             left = (head.content_length or 0) - self.sent
             if len(data) > left:
-                logging.getLogger("forkserve.error").warning(
-                    "%s %s: app sent more than its Content-Length; extra bytes dropped",
-                    self.request.method,
-                    self.request.target,
-                )
+                if not self.overflowed:
+                    # Once per response: an app looping past its length would flood the log.
+                    logging.getLogger("forkserve.error").warning(
+                        "%s %s: app sent more than its Content-Length (%d); extra bytes dropped",
+                        self.request.method,
+                        self.request.target,
+                        head.content_length,
+                    )
+                self.overflowed = True
                 data = data[:left]
         self.sent += len(data)
         return chunk(data) if head.framing == Framing.CHUNKED else data

@@ -8,6 +8,7 @@ that group survived. Only processes the test started are ever signalled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -63,7 +64,7 @@ class Server:
 
     def __init__(self, args: list[str], cwd: Path, log_path: Path, env: dict[str, str] | None) -> None:
         self.log_path = log_path
-        self.log_file = open(log_path, "wb")
+        self.log_file = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "apps"), full_env.get("PYTHONPATH", "")])
         self.proc = subprocess.Popen(
@@ -131,18 +132,16 @@ class Server:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"forkserve did not stop on {signal.Signals(signum).name}:\n{self.log()}")
+            raise AssertionError(
+                f"forkserve did not stop on {signal.Signals(signum).name}:\n{self.log()}"
+            ) from None
 
     def kill(self) -> None:
         for pid in group_pids(self.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
 
     def survivors(self) -> list[int]:
         return group_pids(self.pid)

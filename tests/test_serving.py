@@ -79,14 +79,14 @@ def test_http10_is_close_delimited_unless_keep_alive(serve):
     sock = server.connect()
     sock.sendall(b"GET /stream HTTP/1.0\r\n\r\n")
     reader = ResponseReader(sock)
-    status, headers, body = reader.read()
+    _status, headers, body = reader.read()
     assert "transfer-encoding" not in headers
     assert body == b"".join(f"part {i}\n".encode() for i in range(5))
 
     sock = server.connect()
     sock.sendall(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     reader = ResponseReader(sock)
-    status, headers, body = reader.read()
+    _status, headers, body = reader.read()
     assert headers["connection"] == "keep-alive" and body == b"Hello, world!"
     sock.sendall(b"GET /hello HTTP/1.0\r\n\r\n")
     assert reader.read()[2] == b"Hello, world!"

@@ -3,6 +3,10 @@
 Each reader takes bytes out of the parser's buffer and leaves whatever
 follows the body there, so a pipelined request is never built from body
 bytes. ``read()`` returns None when it needs more input.
+
+Like the head, chunked framing is checked line by line as lines complete,
+in a fixed order, so a malformed body gets the same answer however its
+bytes were split.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from .errors import BadRequest, HeaderFieldsTooLarge, PayloadTooLarge
 
 if TYPE_CHECKING:
     from .parser import Limits
+
+# The largest chunk a signed 64-bit integer holds: a proxy that parses a
+# larger size would overflow and see a different chunk than we do.
+MAX_CHUNK_SIZE = (1 << 63) - 1
 
 
 class Body(Protocol):
@@ -62,6 +70,7 @@ class ChunkedBody:
         self.chunk_left = 0  # data bytes left in the current chunk
         self.need_crlf = False  # the CRLF that ends a chunk's data
         self.in_trailers = False
+        self.trailer_bytes = 0
         self.total = 0
 
     def read(self, buffer: bytearray, size: int) -> bytes | None:
@@ -79,14 +88,10 @@ class ChunkedBody:
                 out.append(piece)
                 self.need_crlf = self.chunk_left == 0
             elif self.need_crlf:
-                if len(buffer) < 2:
+                if not self._read_data_end(buffer):
                     break
-                if buffer[:2] != b"\r\n":
-                    raise BadRequest("chunk data not followed by CRLF")
-                del buffer[:2]
-                self.need_crlf = False
             elif self.in_trailers:
-                if not self._read_trailers(buffer):
+                if not self._read_trailer_line(buffer):
                     break
             elif not self._read_size_line(buffer):
                 break
@@ -94,21 +99,32 @@ class ChunkedBody:
             return b"".join(out)
         return b"" if self.complete else None
 
+    def _read_data_end(self, buffer: bytearray) -> bool:
+        """Exactly CRLF after each chunk's data; anything else is a framing attack."""
+        if buffer.startswith(b"\r\n"):
+            del buffer[:2]
+            self.need_crlf = False
+            return True
+        if buffer and (len(buffer) > 1 or buffer[0] != 0x0D):
+            raise BadRequest("chunk data not followed by CRLF")
+        return False
+
     def _read_size_line(self, buffer: bytearray) -> bool:
-        end = buffer.find(b"\r\n")
-        if end < 0:
-            if len(buffer) > self.limits.chunk_ext:
+        limit = self.limits.chunk_ext
+        nl = buffer.find(b"\n", 0, limit + 2)
+        if nl < 0:
+            if len(buffer) >= limit + 2:
                 raise BadRequest("chunk size line too long")
-            if b"\n" in buffer:
-                raise BadRequest("bare LF in chunk size line")
             return False
-        if end > self.limits.chunk_ext:
-            raise BadRequest("chunk size line too long")
-        match = grammar.CHUNK_SIZE_LINE.fullmatch(bytes(buffer[:end]))
+        if nl == 0 or buffer[nl - 1] != 0x0D:
+            raise BadRequest("bare LF in chunk size line")
+        match = grammar.CHUNK_SIZE_LINE.fullmatch(buffer, 0, nl - 1)
         if match is None:
             raise BadRequest("invalid chunk size line")
-        del buffer[: end + 2]
-        size = int(match.group(1), 16)
+        size = int(match[1], 16)
+        del buffer[: nl + 1]
+        if size > MAX_CHUNK_SIZE:
+            raise BadRequest("chunk size too large")
         self.total += size
         if self.limits.max_body and self.total > self.limits.max_body:
             raise PayloadTooLarge("chunked body larger than the limit")
@@ -117,23 +133,23 @@ class ChunkedBody:
         self.chunk_left = size
         return True
 
-    def _read_trailers(self, buffer: bytearray) -> bool:
-        if buffer[:2] == b"\r\n":
+    def _read_trailer_line(self, buffer: bytearray) -> bool:
+        """One trailer line, checked and dropped; the empty line ends the body."""
+        if buffer.startswith(b"\r\n"):
             del buffer[:2]
             self.complete = True
             return True
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buffer) > self.limits.trailer_size:
+        allowed = self.limits.trailer_size - self.trailer_bytes
+        nl = buffer.find(b"\n", 0, max(allowed, 0))
+        if nl < 0:
+            if buffer and len(buffer) >= allowed and buffer != b"\r":
                 raise HeaderFieldsTooLarge("trailer section too large")
-            if b"\n\n" in buffer or b"\n\r\n" in buffer:
-                raise BadRequest("bare LF in trailers")
             return False
-        if end > self.limits.trailer_size:
-            raise HeaderFieldsTooLarge("trailer section too large")
-        for line in bytes(buffer[:end]).split(b"\r\n"):
-            if grammar.HEADER_LINE.fullmatch(line) is None:
-                raise BadRequest("invalid trailer field")
-        del buffer[: end + 4]
-        self.complete = True
+        if nl == 0 or buffer[nl - 1] != 0x0D:
+            raise BadRequest("bare LF in trailers")
+        line = buffer[: nl - 1].decode("latin-1")
+        if grammar.FIELD_LINE.fullmatch(line) is None:
+            raise BadRequest("invalid trailer field")
+        del buffer[: nl + 1]
+        self.trailer_bytes += nl + 1
         return True

@@ -1,8 +1,14 @@
-"""The byte-level grammar of HTTP/1.1 requests, one pattern per rule.
+"""The character-level grammar of HTTP/1.1 messages, one pattern per rule.
 
 Each pattern names the RFC 9110 / RFC 9112 rule it encodes. They are strict
 on purpose: every leniency a server shows here is a place where it can
 disagree with a proxy in front of it about where a request ends.
+
+Request heads are matched as latin-1 text (one byte, one character), so
+``\\x80-\\xff`` below means obs-text and every pattern is safe to use on a
+decoded head. Chunk-size lines are matched as bytes, straight from the
+receive buffer. No pattern uses ``\\d`` or ``\\s``: in text mode those would
+also match non-ASCII digits and spaces.
 """
 
 from __future__ import annotations
@@ -10,35 +16,45 @@ from __future__ import annotations
 import re
 
 # RFC 9110 §5.6.2: token = 1*tchar
-TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
-TOKEN = re.compile(rb"[" + TCHAR + rb"]+")
-
-# RFC 9110 §5.5: field-value = *field-content; no leading/trailing OWS,
-# VCHAR and obs-text, with SP/HTAB only between visible characters.
-# A header line is "name:" OWS value OWS, and RFC 9112 §5.1 forbids any
-# whitespace between the name and the colon.
-HEADER_LINE = re.compile(
-    rb"([" + TCHAR + rb"]+):[ \t]*"
-    rb"((?:[\x21-\x7e\x80-\xff](?:[\x21-\x7e\x80-\xff \t]*[\x21-\x7e\x80-\xff])?)?)"
-    rb"[ \t]*"
-)
+TCHAR = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
+TOKEN = re.compile(f"[{TCHAR}]+")
 
 # RFC 9112 §3: request-line = method SP request-target SP HTTP-version,
-# with exactly one space between parts. The target may hold any visible
-# ASCII and obs-text, but no whitespace or control characters.
-REQUEST_LINE = re.compile(rb"([" + TCHAR + rb"]+) ([\x21-\x7e\x80-\xff]+) (HTTP/[0-9]\.[0-9])")
-SUPPORTED_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+# exactly one space between parts. The target may hold visible ASCII and
+# obs-text, but no whitespace or control characters. Any HTTP/x.y matches
+# here so that an unsupported version gets 505 rather than 400.
+REQUEST_LINE = re.compile(f"([{TCHAR}]+) ([\\x21-\\x7e\\x80-\\xff]+) (HTTP/[0-9]\\.[0-9])")
+SUPPORTED_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
 
-# RFC 9112 §6.3: Content-Length = 1*DIGIT; no sign, space or hex.
-CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")
+# RFC 9112 §5.1: field-line = field-name ":" OWS field-value OWS, with no
+# whitespace between name and colon. The value may hold SP/HTAB, VCHAR and
+# obs-text but no other control character (so no NUL, CR, LF or DEL); the
+# parser strips the OWS around it. A line starting with whitespace (obs-fold)
+# cannot match, since a name must come first.
+FIELD_LINE = re.compile(f"([{TCHAR}]+):([\\t \\x21-\\x7e\\x80-\\xff]*)")
+
+# RFC 9112 §6.3: Content-Length = 1*DIGIT; no sign, space, hex or list.
+# Eighteen digits keep the value far from any proxy's integer overflow.
+CONTENT_LENGTH = re.compile("[0-9]{1,18}")
+
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: Host = uri-host [ ":" port ], where
+# uri-host is an IP-literal in brackets or a reg-name (possibly empty).
+# There is no userinfo: an "@" is refused rather than guessed around.
+_REG_NAME = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*"
+_IP_LITERAL = r"\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
+HOST = re.compile(f"(?:{_IP_LITERAL}|{_REG_NAME})(?::[0-9]*)?")
+
+# RFC 9112 §3.2.2: absolute-form = absolute-URI; only http and https make
+# sense for a server. Group 1 is the authority, group 2 the rest (path and
+# query), which must start with "/" or "?" when present.
+ABSOLUTE_TARGET = re.compile(r"(?i:https?)://([^/?#]*)([/?#].*)?")
 
 # RFC 9112 §7.1: chunk-size = 1*HEXDIG, then chunk-ext = *( BWS ";" BWS
-# name [ BWS "=" BWS ( token / quoted-string ) ] ). Sixteen hex digits
-# already exceed any sane body; more would be an overflow attempt.
+# name [ BWS "=" BWS ( token / quoted-string ) ] ). Sixteen hex digits are
+# the most a 64-bit integer holds; the body reader also bounds the value.
 CHUNK_SIZE_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,16})"
-    rb"((?:[ \t]*;[ \t]*[" + TCHAR + rb"]+"
-    rb"(?:[ \t]*=[ \t]*(?:["
-    + TCHAR
-    + rb"]+|\"(?:[^\"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)"
+    b"([0-9A-Fa-f]{1,16})"
+    b"((?:[ \\t]*;[ \\t]*[" + TCHAR.encode() + b"]+"
+    b"(?:[ \\t]*=[ \\t]*(?:[" + TCHAR.encode() + b"]+"
+    b'|"(?:[\\t \\x21\\x23-\\x5b\\x5d-\\x7e\\x80-\\xff]|\\\\[\\t \\x21-\\x7e\\x80-\\xff])*"))?)*)'
 )

@@ -4,21 +4,35 @@ The parser owns one connection's inbound byte stream. It never reads a
 socket: the caller ``feed()``s whatever arrived and asks for the next
 request or the next body bytes. ``None`` always means "feed me more".
 
-States, per request on a connection (a table rather than scattered flags)::
+States, per request on a connection::
 
-    HEAD ──request head complete──▶ BODY ──body complete──▶ DONE
-      ▲                                                     │
-      └────────────────── start_next() ─────────────────────┘
+    state   call                   result                        next state
+    HEAD    next_request()         None: head incomplete         HEAD
+    HEAD    next_request()         Request, body to come         BODY
+    HEAD    next_request()         Request, no body              DONE
+    BODY    read_body(n)           bytes / None (feed me)        BODY
+    BODY    read_body(n)           the last body bytes           DONE
+    DONE    read_body(n)           b""                           DONE
+    DONE    start_next()           -                             HEAD
+    any     (protocol violation)   raises an HTTPError           (dead)
 
-Any protocol violation raises an ``HTTPError`` subclass carrying the status
-to answer with; after that the connection must be closed, because the
-parser no longer knows where the next request would start.
+After an ``HTTPError`` the connection must be closed: the parser no longer
+knows where the next request would start, and guessing is how requests get
+smuggled.
 
 Framing decisions follow RFC 9112 §6: ``Transfer-Encoding`` together with
 ``Content-Length`` is refused rather than resolved, as is anything but a
-single final ``chunked`` coding. A bare LF as line terminator is refused
-everywhere (RFC 9112 §2.2 allows either choice; refusing means we never
-split a message differently from a proxy that does not accept it).
+final ``chunked`` coding, and every field that decides framing must be
+unambiguous. A bare LF as line terminator is refused everywhere, in the
+head, in chunk-size lines and in trailers (RFC 9112 §2.2 allows either
+choice; refusing means we never split a message differently from a proxy
+that does not accept it).
+
+Heads that arrive in pieces are checked line by line as the lines complete,
+so an overlong or malformed head is refused as soon as that is certain,
+without buffering more. A complete head takes a fast path; when the fast
+path finds a fault, the same line-by-line walk names it, so the answer never
+depends on how the bytes were split.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from .body import Body, ChunkedBody, EmptyBody, LengthBody
 from .errors import (
     BadRequest,
     HeaderFieldsTooLarge,
+    HTTPError,
     NotImplementedCoding,
     PayloadTooLarge,
     ProtocolUsageError,
@@ -44,18 +59,19 @@ from .errors import (
 class Limits:
     """Bounds on what one request may make the parser hold.
 
-    The defaults are Gunicorn's where Gunicorn has the setting, so a
-    deployment that fits one fits the other; each is safe for the open
-    internet.
+    Line sizes count the bytes of a line without its CRLF; ``head_size``
+    counts the whole head including every CRLF. The defaults are
+    Gunicorn's where Gunicorn has the setting, so a deployment that fits
+    one fits the other; each is safe for the open internet.
     """
 
-    request_line: int = 4094  # longer targets get 414, as in Gunicorn
+    request_line: int = 4094  # longer request lines get 414
     fields: int = 100  # header count; past it, 431
     field_size: int = 8190  # one header line; past it, 431
-    head_size: int = 65536  # whole head incl. all lines; bounds memory per connection
+    head_size: int = 65536  # whole head; bounds memory per connection (431)
     max_body: int = 0  # 0 = no limit; else larger bodies get 413 before they are read
-    chunk_ext: int = 1024  # chunk-size line incl. extensions
-    trailer_size: int = 8190  # all trailer lines of a chunked body together
+    chunk_ext: int = 1024  # one chunk-size line incl. extensions (400)
+    trailer_size: int = 8190  # all trailer lines of a chunked body together (431)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +97,29 @@ class State(Enum):
     DONE = "done"
 
 
+# Fields that decide framing, routing or connection handling; the rest are
+# only passed on to the app.
+_FRAMING_FIELDS = frozenset({"HOST", "CONTENT-LENGTH", "TRANSFER-ENCODING", "CONNECTION", "EXPECT"})
+_EMPTY_BODY = EmptyBody()
+
+
 class RequestParser:
     """Parses successive requests from one connection's bytes."""
 
     def __init__(self, limits: Limits | None = None) -> None:
-        self.limits = limits or Limits()
+        self.limits = limits = limits or Limits()
+        # An overlong request line must be reported as such (414) before the
+        # head as a whole is (431), however the bytes were split.
+        self.line_limit = min(limits.request_line, limits.head_size - 2)
         self.buffer = bytearray()
         self.state = State.HEAD
-        self.body: Body = EmptyBody()
+        self.body: Body = _EMPTY_BODY
+        self._reset_head_scan()
+
+    def _reset_head_scan(self) -> None:
+        self._scan = 0  # where the search for the end of the head resumes
+        self._checked = 0  # bytes of the head already checked line by line
+        self._lines = 0  # lines among them (the request line is line 1)
 
     def feed(self, data: bytes) -> None:
         """Add bytes received from the peer."""
@@ -99,14 +130,16 @@ class RequestParser:
         if self.state is not State.HEAD:
             raise ProtocolUsageError(f"next_request() in state {self.state.value}")
         buf = self.buffer
-        end = buf.find(b"\r\n\r\n")
+        if buf.startswith(b"\r\n"):
+            self._skip_empty_lines()
+        end = buf.find(b"\r\n\r\n", self._scan)
         if end < 0:
-            self._check_incomplete_head()
+            self._scan = max(0, len(buf) - 3)
+            self._check_partial_head()
             return None
-        if end + 4 > self.limits.head_size:
-            raise HeaderFieldsTooLarge("request head too large")
-        head = bytes(buf[:end])
+        head = buf[:end].decode("latin-1")
         del buf[: end + 4]
+        self._reset_head_scan()
         request = self._parse_head(head)
         self.body = self._make_body(request)
         self.state = State.DONE if self.body.complete else State.BODY
@@ -130,82 +163,147 @@ class RequestParser:
     def body_complete(self) -> bool:
         return self.state is State.DONE
 
+    def body_left(self) -> int | None:
+        """Body bytes still to come, or None while a chunked body is unfinished."""
+        if self.state is not State.BODY:
+            return 0
+        return self.body.remaining if isinstance(self.body, LengthBody) else None
+
     def start_next(self) -> None:
         """Move on to the next request on this connection; the body must be done."""
         if self.state is not State.DONE:
             raise ProtocolUsageError("start_next() before the body was read")
         self.state = State.HEAD
+        self.body = _EMPTY_BODY
 
-    # -- the request head ------------------------------------------------
+    # -- the request head, in pieces ---------------------------------------
 
-    def _check_incomplete_head(self) -> None:
+    def _skip_empty_lines(self) -> None:
+        """RFC 9112 §2.2: ignore CRLFs before a request-line (sent by old clients)."""
         buf = self.buffer
-        if b"\n\n" in buf or b"\n\r\n" in buf:
-            raise BadRequest("bare LF line terminator")
-        first_line_end = buf.find(b"\r\n")
-        if first_line_end < 0 and len(buf) > self.limits.request_line:
+        start = 0
+        while buf.startswith(b"\r\n", start):
+            start += 2
+        del buf[:start]
+        self._reset_head_scan()
+
+    def _check_partial_head(self) -> None:
+        """Check the complete lines of an unfinished head, and the size of the rest."""
+        buf = self.buffer
+        last = buf.rfind(b"\n", self._checked)
+        if last >= 0:
+            self._check_lines(buf[self._checked : last + 1].decode("latin-1"), self._checked)
+            self._checked = last + 1
+        # The line still arriving: refuse it once it is certain to be too long.
+        partial = len(buf) - self._checked
+        if self._lines == 0 and partial - 1 > self.line_limit:
             raise URITooLong("request line too long")
-        if len(buf) > self.limits.head_size:
+        if self._lines and partial - 1 > self.limits.field_size:
+            raise HeaderFieldsTooLarge("header field too large")
+        if len(buf) >= self.limits.head_size:
             raise HeaderFieldsTooLarge("request head too large")
 
-    def _parse_head(self, head: bytes) -> Request:
-        lines = head.split(b"\r\n")
-        while lines[0] == b"":  # RFC 9112 §2.2: ignore CRLFs before a request-line
-            del lines[0]
-            if not lines:
-                raise BadRequest("empty request")
-        method, target, version = self._parse_request_line(lines[0])
-        headers = self._parse_fields(lines[1:])
-        return self._make_request(method, target, version, headers)
+    def _check_lines(self, text: str, offset: int) -> None:
+        """Check complete lines (each ending in LF) that start at ``offset`` in the head."""
+        start = 0
+        while start < len(text):
+            end = text.index("\n", start) + 1
+            self._check_line(text[start : end - 1], offset + end)
+            start = end
 
-    def _parse_request_line(self, line: bytes) -> tuple[str, bytes, bytes]:
-        if len(line) > self.limits.request_line:
-            raise URITooLong("request line too long")
-        match = grammar.REQUEST_LINE.fullmatch(line)
-        if match is None:
-            raise BadRequest("malformed request line")
-        method, target, version = match.groups()
-        if version not in grammar.SUPPORTED_VERSIONS:
-            raise VersionNotSupported("unsupported HTTP version")
-        return method.decode("ascii"), target, version
+    def _check_line(self, raw: str, end: int) -> None:
+        """One head line without its LF, ending at offset ``end``; raises its fault.
 
-    def _parse_fields(self, lines: list[bytes]) -> list[tuple[str, str]]:
+        The order of the checks is the order of the answers: the same input
+        gets the same status whether it arrived whole or byte by byte.
+        """
         limits = self.limits
-        if len(lines) > limits.fields:
+        self._lines += 1
+        first = self._lines == 1
+        if first and len(raw) - 1 > self.line_limit:
+            raise URITooLong("request line too long")
+        if not first and len(raw) - 1 > limits.field_size:
+            raise HeaderFieldsTooLarge("header field too large")
+        if end > limits.head_size:
+            raise HeaderFieldsTooLarge("request head too large")
+        if not raw.endswith("\r"):
+            raise BadRequest("bare LF line terminator")
+        line = raw[:-1]
+        if first:
+            _split_request_line(line)
+            return
+        if self._lines - 1 > limits.fields:
             raise HeaderFieldsTooLarge("too many header fields")
+        if grammar.FIELD_LINE.fullmatch(line) is None:
+            raise BadRequest(_describe_bad_field(line))
+
+    def _first_fault(self, head: str) -> HTTPError:
+        """The error a complete head (without its final CRLF CRLF) deserves."""
+        self._reset_head_scan()
+        try:
+            self._check_lines(head + "\r\n", 0)
+            if len(head) + 4 > self.limits.head_size:
+                raise HeaderFieldsTooLarge("request head too large")
+        except HTTPError as error:
+            return error
+        finally:
+            self._reset_head_scan()
+        return BadRequest("malformed request head")  # unreachable: the walk agrees with the fast path
+
+    # -- the request head, complete ----------------------------------------
+
+    def _parse_head(self, head: str) -> Request:
+        """The fast path: accepts exactly what the line-by-line checks accept."""
+        limits = self.limits
+        lines = head.split("\r\n")
+        request_line = lines[0]
+        if (
+            len(head) + 4 > limits.head_size
+            or len(lines) - 1 > limits.fields
+            or len(request_line) > self.line_limit
+        ):
+            raise self._first_fault(head)
+        match = grammar.REQUEST_LINE.fullmatch(request_line)
+        if match is None or match[3] not in grammar.SUPPORTED_VERSIONS:
+            raise self._first_fault(head)
         fields = []
-        match_line = grammar.HEADER_LINE.fullmatch
-        for line in lines:
-            if len(line) > limits.field_size:
-                raise HeaderFieldsTooLarge("header field too large")
-            match = match_line(line)
-            if match is None:
-                raise BadRequest(_describe_bad_field(line))
-            name, value = match.groups()
-            fields.append((name.decode("ascii").upper(), value.decode("latin-1")))
-        return fields
+        parse_field = grammar.FIELD_LINE.fullmatch
+        long_lines = len(head) > limits.field_size
+        for line in lines[1:]:
+            field = parse_field(line)
+            if field is None or (long_lines and len(line) > limits.field_size):
+                raise self._first_fault(head)
+            name, value = field.groups()
+            fields.append((name.upper(), value.strip(" \t")))
+        return self._make_request(match[1], match[2], match[3], fields)
 
     def _make_request(
-        self, method: str, raw_target: bytes, raw_version: bytes, fields: list[tuple[str, str]]
+        self, method: str, raw_target: str, version: str, fields: list[tuple[str, str]]
     ) -> Request:
-        version = raw_version.decode("ascii")
         http11 = version == "HTTP/1.1"
-        hosts = [value for name, value in fields if name == "HOST"]
-        lengths = [value for name, value in fields if name == "CONTENT-LENGTH"]
-        codings = [value for name, value in fields if name == "TRANSFER-ENCODING"]
-        connection = ",".join(value for name, value in fields if name == "CONNECTION").lower()
-        expect = [value.lower() for name, value in fields if name == "EXPECT"]
+        hosts: list[str] = []
+        lengths: list[str] = []
+        codings: list[str] = []
+        connection: list[str] = []
+        expect_continue = False
+        for name, value in fields:
+            if name not in _FRAMING_FIELDS:
+                continue
+            if name == "HOST":
+                hosts.append(value)
+            elif name == "CONTENT-LENGTH":
+                lengths.append(value)
+            elif name == "TRANSFER-ENCODING":
+                codings.append(value)
+            elif name == "CONNECTION":
+                connection.append(value)
+            elif value.lower() == "100-continue":
+                expect_continue = True
 
-        if http11 and len(hosts) != 1:
-            raise BadRequest("HTTP/1.1 request needs exactly one Host header")
-        if len(hosts) > 1:
-            raise BadRequest("more than one Host header")
+        host = _check_host(hosts, http11)
         target, path, query, target_host = _parse_target(method, raw_target)
-        host = target_host if target_host is not None else (hosts[0] if hosts else None)
-
         chunked, content_length = self._framing(version, lengths, codings)
-        tokens = {token.strip() for token in connection.split(",")} if connection else set()
-        keep_alive = ("close" not in tokens) if http11 else ("keep-alive" in tokens)
+        tokens = {token.strip(" \t") for value in connection for token in value.lower().split(",")}
         return Request(
             method=method,
             target=target,
@@ -213,11 +311,11 @@ class RequestParser:
             query=query,
             version=version,
             headers=tuple(fields),
-            host=host,
-            keep_alive=keep_alive,
+            host=target_host if target_host is not None else host,
+            keep_alive=("close" not in tokens) if http11 else ("keep-alive" in tokens),
             content_length=content_length,
             chunked=chunked,
-            expect_continue=http11 and "100-continue" in expect,
+            expect_continue=http11 and expect_continue,
         )
 
     def _framing(self, version: str, lengths: list[str], codings: list[str]) -> tuple[bool, int | None]:
@@ -227,17 +325,13 @@ class RequestParser:
                 raise BadRequest("both Transfer-Encoding and Content-Length")
             if version != "HTTP/1.1":
                 raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
-            parts = [part.strip().lower() for value in codings for part in value.split(",")]
-            if parts != ["chunked"]:
-                if parts[-1:] == ["chunked"] or "chunked" in parts:
-                    raise BadRequest("chunked must be the only transfer coding")
-                raise NotImplementedCoding("unsupported transfer coding")
+            _check_codings(codings)
             return True, None
         if not lengths:
             return False, 0
         if len(lengths) > 1:
             raise BadRequest("more than one Content-Length")
-        if grammar.CONTENT_LENGTH.fullmatch(lengths[0].encode("latin-1")) is None:
+        if grammar.CONTENT_LENGTH.fullmatch(lengths[0]) is None:
             raise BadRequest("invalid Content-Length")
         length = int(lengths[0])
         if self.limits.max_body and length > self.limits.max_body:
@@ -249,45 +343,79 @@ class RequestParser:
             return ChunkedBody(self.limits)
         if request.content_length:
             return LengthBody(request.content_length)
-        return EmptyBody()
+        return _EMPTY_BODY
 
 
-def _parse_target(method: str, target: bytes) -> tuple[str, str, str, str | None]:
+def _split_request_line(line: str) -> tuple[str, str, str]:
+    match = grammar.REQUEST_LINE.fullmatch(line)
+    if match is None:
+        raise BadRequest("malformed request line")
+    if match[3] not in grammar.SUPPORTED_VERSIONS:
+        raise VersionNotSupported("unsupported HTTP version")
+    return match[1], match[2], match[3]
+
+
+def _check_host(hosts: list[str], http11: bool) -> str | None:
+    """RFC 9112 §3.2: HTTP/1.1 needs exactly one valid Host; none may be repeated."""
+    if len(hosts) > 1:
+        raise BadRequest("more than one Host header")
+    if not hosts:
+        if http11:
+            raise BadRequest("HTTP/1.1 request without a Host header")
+        return None
+    if grammar.HOST.fullmatch(hosts[0]) is None:
+        raise BadRequest("invalid Host header")
+    return hosts[0]
+
+
+def _check_codings(codings: list[str]) -> None:
+    """Transfer-Encoding must be exactly one final ``chunked`` (RFC 9112 §6.1, §6.3)."""
+    parts = [part.strip(" \t").lower() for value in codings for part in value.split(",")]
+    if not all(grammar.TOKEN.fullmatch(part) for part in parts):
+        raise BadRequest("invalid Transfer-Encoding")
+    if parts[-1] != "chunked":
+        raise BadRequest("chunked is not the final transfer coding")
+    if "chunked" in parts[:-1]:
+        raise BadRequest("chunked applied more than once")
+    if len(parts) > 1:
+        raise NotImplementedCoding("unsupported transfer coding")
+
+
+def _parse_target(method: str, target: str) -> tuple[str, str, str, str | None]:
     """Split a request-target (RFC 9112 §3.2) into raw, path, query and host."""
     host = None
-    if target.startswith(b"/"):
+    if target.startswith("/"):
         path_part = target
-    elif target == b"*":
+    elif target == "*":
         if method != "OPTIONS":
             raise BadRequest("asterisk-form is only for OPTIONS")
-        path_part = b"*"
-    elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
-        rest = target.split(b"://", 1)[1]
-        slash = rest.find(b"/")
-        authority, path_part = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
-        if not authority or b"@" in authority:
-            raise BadRequest("invalid authority in absolute-form target")
-        if b"?" in authority:
-            authority, query = authority.split(b"?", 1)
-            path_part = b"/?" + query
-        host = authority.decode("latin-1")
+        path_part = "*"
     elif method == "CONNECT":
         raise BadRequest("CONNECT is not supported by a WSGI server")
     else:
-        raise BadRequest("malformed request target")
-    path, _, query = path_part.partition(b"?")
-    path, _, _fragment = path.partition(b"#")
-    decoded = unquote_to_bytes(path).decode("latin-1")
-    return target.decode("latin-1"), decoded, query.decode("latin-1"), host
+        # RFC 9112 §3.2.2: the authority of an absolute-form target wins over Host.
+        match = grammar.ABSOLUTE_TARGET.fullmatch(target)
+        if match is None:
+            raise BadRequest("malformed request target")
+        host, rest = match[1], match[2] or "/"
+        if not host or grammar.HOST.fullmatch(host) is None:  # RFC 9110 §4.2.1: no empty host
+            raise BadRequest("invalid authority in absolute-form target")
+        path_part = rest if rest.startswith("/") else "/" + rest
+    path, _, query = path_part.partition("?")
+    path = path.partition("#")[0]
+    query = query.partition("#")[0]
+    if "%" in path:
+        path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
+    return target, path, query, host
 
 
-def _describe_bad_field(line: bytes) -> str:
-    if line[:1] in (b" ", b"\t"):
+def _describe_bad_field(line: str) -> str:
+    if line[:1] in (" ", "\t"):
         return "obsolete line folding in header"
-    name, sep, _ = line.partition(b":")
+    name, sep, _ = line.partition(":")
     if not sep:
         return "header line without a colon"
-    if name != name.rstrip(b" \t"):
+    if name != name.rstrip(" \t"):
         return "whitespace before the colon in a header"
     if grammar.TOKEN.fullmatch(name) is None:
         return "invalid header name"

@@ -19,16 +19,23 @@ from .errors import InvalidResponse
 # connection management. "Connection: close" is tolerated as a request to
 # close, since many apps send it.
 HOP_BY_HOP = frozenset({"keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
-STATUS_LINE = re.compile(r"[1-9][0-9]{2} [\t \x21-\x7e\x80-\xff]*")
+# RFC 9112 §4: status-code SP [ reason-phrase ], the phrase being HTAB, SP,
+# VCHAR and obs-text. PEP 3333 requires the space even with no phrase.
+STATUS_LINE = re.compile(r"[1-5][0-9]{2} [\t \x21-\x7e\x80-\xff]*")
+# RFC 9110 §5.5: no CR, LF, NUL or other control character in a value; a
+# value that held them would split the response into two.
 FIELD_VALUE = re.compile(r"[\t \x21-\x7e\x80-\xff]*")
 NO_BODY_STATUSES = frozenset({204, 304})
+# Fields the server adds itself unless the app set them: a second Date or
+# Server line would make the response carry two values for one field.
+SERVER_FIELDS = frozenset({"date", "server"})
 
 
 class Framing:
     LENGTH = "length"
     CHUNKED = "chunked"
     CLOSE = "close"
-    NONE = "none"  # HEAD, 1xx, 204, 304
+    NONE = "none"  # HEAD, 204, 304
 
 
 @dataclass(slots=True)
@@ -43,10 +50,17 @@ class ResponseHead:
 
 
 def status_code(status: str) -> int:
-    """The numeric code of a WSGI status string, checked for the wire."""
+    """The numeric code of a WSGI status string, checked for the wire.
+
+    A 1xx status is refused: a WSGI app gives the final response, and a
+    client told "101" or "100" would go on waiting for one.
+    """
     if not isinstance(status, str) or STATUS_LINE.fullmatch(status) is None:
         raise InvalidResponse(f"invalid status line {status!r}")
-    return int(status[:3])
+    code = int(status[:3])
+    if code < 200:
+        raise InvalidResponse(f"informational status {status!r} as a final response")
+    return code
 
 
 def build_head(
@@ -66,7 +80,8 @@ def build_head(
     ``extra`` is pre-encoded server headers (Date, Server) ending in CRLF.
     """
     code = status_code(status)
-    parts = [version.encode("ascii"), b" ", status.encode("latin-1"), b"\r\n", extra]
+    status_line = b"%s %s\r\n" % (version.encode("ascii"), status.encode("latin-1"))
+    parts: list[bytes] = []  # the app's fields, then the framing ones
     declared = None
     for name, value in headers:
         lname = _check_header(name, value)
@@ -74,14 +89,16 @@ def build_head(
             declared = _content_length(value, declared)
             continue
         if lname == "connection":
-            if "close" in value.lower():
+            if "close" in (token.strip(" \t") for token in value.lower().split(",")):
                 keep_alive = False
             continue
+        if lname in SERVER_FIELDS:
+            extra = _without_field(extra, lname)
         parts.append(f"{name}: {value}\r\n".encode("latin-1"))
 
-    if method == "HEAD" or code < 200 or code in NO_BODY_STATUSES:
+    if method == "HEAD" or code in NO_BODY_STATUSES:
         framing, length = Framing.NONE, declared
-        if declared is not None and code >= 200 and code != 204:
+        if declared is not None and code != 204:
             parts.append(b"Content-Length: %d\r\n" % declared)
     elif declared is not None or body_length is not None:
         framing = Framing.LENGTH
@@ -99,13 +116,20 @@ def build_head(
     else:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")
-    return ResponseHead(code, b"".join(parts), framing, length, keep_alive)
+    return ResponseHead(code, b"".join((status_line, extra, *parts)), framing, length, keep_alive)
+
+
+def _without_field(extra: bytes, lname: str) -> bytes:
+    """The server's own header lines minus one field the app set itself."""
+    prefix = lname.encode("ascii") + b":"
+    lines = extra.split(b"\r\n")
+    return b"\r\n".join(line for line in lines if not line.lower().startswith(prefix))
 
 
 def _check_header(name: str, value: str) -> str:
     if not isinstance(name, str) or not isinstance(value, str):
         raise InvalidResponse(f"header {name!r}: {value!r} is not a pair of str")
-    if grammar.TOKEN.fullmatch(name.encode("latin-1", "replace")) is None:
+    if grammar.TOKEN.fullmatch(name) is None:
         raise InvalidResponse(f"invalid header name {name!r}")
     if FIELD_VALUE.fullmatch(value) is None:
         raise InvalidResponse(f"invalid value for header {name!r}")
