@@ -204,6 +204,11 @@ def serve(config: Settings, origin: Origin) -> int:
         except AppLoadError as error:
             log.error("%s", error)
             return EXIT_APP_LOAD_ERROR
+    try:
+        master = Master(config, listeners, app, origin)
+    except SettingError as error:
+        log.error("%s", error)
+        return EXIT_USAGE
     if config.daemon:
         daemonize()
-    return Master(config, listeners, app, origin).run()
+    return master.run()

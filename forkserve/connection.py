@@ -34,6 +34,7 @@ import logging
 import os
 import select
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from .environ import build_environ
 from .http.errors import HTTPError
 from .http.parser import Limits, Request, RequestParser
 from .http.response import simple_response
+from .proxy import ProxyTrust, apply_forwarded, parse_proxy_protocol
 from .streams import InputStream
 from .wsgi import Exchange
 
@@ -52,6 +54,10 @@ RECV_SIZE = 65536
 DRAIN_LIMIT = 1 << 20  # unread body bytes skipped to reuse a connection; past it, close
 LINGER_SECONDS = 2.0  # how long a closing connection's leftover input is discarded
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# A TLS socket that needs to read (or write) before it can go on says so with
+# these rather than BlockingIOError.
+WANT_READ = (BlockingIOError, ssl.SSLWantReadError)
+WANT_WRITE = (BlockingIOError, ssl.SSLWantWriteError)
 
 
 class ClientGone(Exception):
@@ -66,6 +72,7 @@ class RequestAborted(BaseException):
 
 
 class Phase(Enum):
+    PROXY = "proxy"
     HEAD = "head"
     BODY_START = "body-start"
     APP = "app"
@@ -90,6 +97,10 @@ class Service:
     access_format: str = logs.ACCESS_FORMAT
     max_requests: int = 0  # 0: no limit
     body_prebuffer: int = 65536  # body bytes collected before the app runs
+    proxy: ProxyTrust | None = None  # whose X-Forwarded-* / Forwarded / PROXY headers to believe
+    proxy_protocol: bool = False
+    pre_request: Callable[[Request], None] | None = None
+    post_request: Callable[[Request, dict[str, Any], Exchange], None] | None = None
     closing: bool = False  # the worker is leaving: answer with Connection: close
     requests: int = 0
 
@@ -111,6 +122,12 @@ class Connection:
         self.broken = False  # the client vanished while the app read its body
         self._poller: select.poll | None = None
         self._steps = {Phase.HEAD: self.take_head, Phase.BODY_START: self.start_body, Phase.DRAIN: self.drain}
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        proxy = service.proxy
+        self.trusted = proxy is not None and proxy.trusts(base_environ["REMOTE_ADDR"])
+        if self.trusted and service.proxy_protocol:
+            self.phase = Phase.PROXY
+            self.proxy_header = bytearray()
 
     @property
     def peer(self) -> str:
@@ -121,17 +138,21 @@ class Connection:
     def on_readable(self) -> bool:
         """Read what arrived and serve every request it completes; False to close."""
         try:
-            data = self.sock.recv(RECV_SIZE)
-        except BlockingIOError:
+            data = self.recv()
+        except WANT_READ:
             return True
-        except OSError as exc:
+        except OSError as exc:  # a failed TLS handshake lands here too
             return self.client_left(str(exc))
         if not data:
             return self.client_left("closed")
         if self.phase is Phase.LINGER:
             return True  # discard: we already answered and are closing
-        self.parser.feed(data)
         try:
+            if self.phase is Phase.PROXY:
+                data = self.take_proxy_header(data)
+                if not data:
+                    return True
+            self.parser.feed(data)
             return self.advance()
         except HTTPError as error:
             return self.reject(error)
@@ -139,6 +160,28 @@ class Connection:
             # A bug here must cost one connection, never the worker.
             self.service.log.exception("%s: internal error on this connection", self.peer)
             return False
+
+    def recv(self) -> bytes:
+        data = self.sock.recv(RECV_SIZE)
+        if self.tls and data:
+            # TLS may hold decrypted bytes that epoll will never announce.
+            while pending := self.sock.pending():  # type: ignore[attr-defined]
+                data += self.sock.recv(pending)
+        return data
+
+    def take_proxy_header(self, data: bytes) -> bytes:
+        """Read a PROXY protocol header; returns the bytes after it ("" while incomplete)."""
+        self.proxy_header += data
+        result = parse_proxy_protocol(bytes(self.proxy_header))
+        if result is None:
+            return b""
+        consumed, client = result
+        if client is not None:
+            self.base_environ = {**self.base_environ, "REMOTE_ADDR": client[0], "REMOTE_PORT": client[1]}
+        rest = bytes(self.proxy_header[consumed:])
+        self.proxy_header.clear()
+        self.phase = Phase.HEAD
+        return rest
 
     def client_left(self, how: str) -> bool:
         """The client went away; worth a debug line only if it left a request unfinished."""
@@ -271,6 +314,10 @@ class Connection:
         self.body_error = None
         self.broken = False
         environ = build_environ(self.base_environ, request, InputStream(self.receive_body))
+        if self.trusted:
+            apply_forwarded(environ, service.proxy)  # type: ignore[arg-type]
+        if service.pre_request is not None:
+            service.pre_request(request)
         try:
             exchange.run(service.app, environ)
         except ClientGone as exc:
@@ -294,6 +341,8 @@ class Connection:
             return False
         if service.access_log is not None:
             self.log_access(environ, exchange, time.perf_counter() - started)
+        if service.post_request is not None:
+            service.post_request(request, environ, exchange)
         if self.body_error is not None:  # the app swallowed it: the framing is lost all the same
             self.refuse_body(self.body_error, answered=True)
             return False
@@ -360,9 +409,12 @@ class Connection:
     def recv_waiting(self) -> bytes:
         while True:
             try:
-                data = self.sock.recv(RECV_SIZE)
-            except BlockingIOError:
+                data = self.recv()
+            except WANT_READ:
                 self.wait(select.POLLIN)
+                continue
+            except ssl.SSLWantWriteError:
+                self.wait(select.POLLOUT)
                 continue
             except OSError as exc:
                 self.broken = True
@@ -375,23 +427,28 @@ class Connection:
     def send(self, data: bytes) -> None:
         try:
             sent = self.sock.send(data)
-        except BlockingIOError:
+        except (*WANT_WRITE, ssl.SSLWantReadError):
             sent = 0
         except OSError as exc:
             raise ClientGone(str(exc)) from None
         if sent == len(data):
             return
         view = memoryview(data)[sent:]
+        event = select.POLLOUT
         while view:
-            self.wait(select.POLLOUT)
+            self.wait(event)
             try:
                 view = view[self.sock.send(view) :]
-            except BlockingIOError:
-                continue
+            except WANT_WRITE:
+                event = select.POLLOUT
+            except ssl.SSLWantReadError:  # TLS renegotiation: the peer must speak first
+                event = select.POLLIN
             except OSError as exc:
                 raise ClientGone(str(exc)) from None
 
     def sendfile(self, file: IO[bytes], offset: int, count: int) -> int:
+        if self.tls:
+            return self.send_file_through_tls(file, offset, count)
         sent = 0
         out, src = self.sock.fileno(), file.fileno()
         while sent < count:
@@ -405,6 +462,18 @@ class Connection:
             if n == 0:
                 break  # the file shrank under us; finish() notices the shortfall
             sent += n
+        return sent
+
+    def send_file_through_tls(self, file: IO[bytes], offset: int, count: int) -> int:
+        """os.sendfile would bypass the encryption: read and send instead."""
+        sent = 0
+        fd = file.fileno()
+        while sent < count:
+            data = os.pread(fd, min(RECV_SIZE, count - sent), offset + sent)
+            if not data:
+                break
+            self.send(data)
+            sent += len(data)
         return sent
 
     def wait(self, event: int) -> None:

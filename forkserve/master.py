@@ -18,6 +18,7 @@ import gc
 import os
 import select
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +30,7 @@ from .hooks import run_hook
 from .process import BOOT_FAILURES, describe_exit, fork_child, set_title
 from .settings import SettingError, Settings
 from .sockets import UPGRADE_FDS, Listener
+from .tls import make_context
 from .worker import Worker
 
 HANDLED_SIGNALS = (
@@ -64,6 +66,7 @@ class Reload:
 
     old_workers: list[Worker]
     old_settings: Settings
+    old_tls: ssl.SSLContext | None
     old_wanted: int
     old_generation: int
 
@@ -79,6 +82,7 @@ class Master:
         self.settings = settings
         self.listeners = listeners
         self.app = app  # set when preloaded
+        self.tls = make_context(settings)  # a bad certificate stops us here, before any fork
         self.origin = origin or Origin()
         self.wanted = settings.worker_count
         self.workers: dict[int, Worker] = {}
@@ -175,6 +179,7 @@ class Master:
         systemd.notify("RELOADING=1")
         try:
             settings = self.origin.reload_settings() if self.origin.reload_settings else self.settings
+            tls = make_context(settings)  # certificates are re-read: rotate them with a reload
         except SettingError as error:
             self.log.error("Reload failed, keeping the running workers: %s", error)
             systemd.notify("READY=1")
@@ -182,10 +187,12 @@ class Master:
         if settings.binds != self.settings.binds:
             self.log.warning("bind changed in the config; sockets stay as they are until a restart")
         if self.reloading is None:
-            self.reloading = Reload(list(self.workers.values()), self.settings, self.wanted, self.generation)
+            self.reloading = Reload(
+                list(self.workers.values()), self.settings, self.tls, self.wanted, self.generation
+            )
         else:
             self.reloading.old_workers += list(self.current_workers())
-        self.settings = settings
+        self.settings, self.tls = settings, tls
         logs.configure(settings)
         run_hook(settings, "on_reload", self)
         self.generation += 1
@@ -226,7 +233,7 @@ class Master:
             run_hook(self.settings, "nworkers_changed", self, wanted, old)
 
     def spawn(self) -> None:
-        worker = Worker(self.next_number, self.settings, self.listeners, Heartbeat(), self.app)
+        worker = Worker(self.next_number, self.settings, self.listeners, Heartbeat(), self.app, self.tls)
         worker.generation = self.generation
         worker.watch_files = self.settings.reload and not any(w.watch_files for w in self.current_workers())
         self.next_number += 1
@@ -343,6 +350,7 @@ class Master:
         self.log.error("Reload failed, keeping the old workers: %s", why)
         for worker in self.current_workers():
             self.retire(worker)
+        self.tls = reload.old_tls
         self.settings, self.wanted, self.generation = (
             reload.old_settings,
             reload.old_wanted,

@@ -71,6 +71,14 @@ def _pick(values: list[str], index: int, length: int) -> str | None:
 
 def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
     """Rewrite REMOTE_ADDR, wsgi.url_scheme and the host from a trusted proxy's headers."""
+    if not (
+        "HTTP_X_FORWARDED_FOR" in environ
+        or "HTTP_FORWARDED" in environ
+        or "HTTP_X_FORWARDED_PROTO" in environ
+        or "HTTP_X_FORWARDED_HOST" in environ
+        or "HTTP_X_FORWARDED_PORT" in environ
+    ):
+        return  # the common case on a direct connection: nothing to do
     if "HTTP_FORWARDED" in environ:
         hops = parse_forwarded(environ["HTTP_FORWARDED"])
         addresses = [hop.get("for", "") for hop in hops]

@@ -236,8 +236,15 @@ class Settings:
     header_timeout: float = setting(
         10.0,
         "--header-timeout",
-        help="Seconds a client gets to send a complete request head (and start its body).",
+        help="Seconds a client gets to send a complete request head, and again to send its body "
+        "(or its first --body-prebuffer bytes); the app runs only after that.",
         check=at_least(0.1),
+    )
+    body_prebuffer: int = setting(
+        65536,
+        "--body-prebuffer",
+        help="Request body bytes collected before the app runs, so slow uploads do not hold a worker.",
+        check=at_least(0),
     )
     io_timeout: float = setting(
         30.0,
@@ -262,6 +269,24 @@ class Settings:
         "--limit-request-field_size",
         "--limit-request-field-size",
         help="Maximum size of one header line (431 past it).",
+        check=at_least(16),
+    )
+    limit_request_head: int = setting(
+        65536,
+        "--limit-request-head",
+        help="Maximum size of the whole request head (431 past it).",
+        check=at_least(64),
+    )
+    limit_chunk_extension: int = setting(
+        1024,
+        "--limit-chunk-extension",
+        help="Maximum length of a chunk-size line with its extensions (400 past it).",
+        check=at_least(16),
+    )
+    limit_request_trailers: int = setting(
+        8190,
+        "--limit-request-trailers",
+        help="Maximum size of the trailer section of a chunked body (431 past it).",
         check=at_least(16),
     )
     limit_request_body: int = setting(

@@ -17,6 +17,7 @@ import random
 import select
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
@@ -38,6 +39,7 @@ from .process import (
     resolve_ids,
     set_title,
 )
+from .proxy import ProxyTrust
 from .reloader import FileWatcher
 from .settings import Settings
 from .sockets import Listener
@@ -86,12 +88,14 @@ class Worker:
         listeners: list[Listener],
         heartbeat: Heartbeat,
         app: Callable[..., Iterable[bytes]] | None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.number = number
         self.settings = settings
         self.listeners = listeners
         self.heartbeat = heartbeat
         self.app = app
+        self.tls = tls
         self.master_pid = os.getpid()
         self.log = logging.getLogger("forkserve.error")
         self.alive = True
@@ -179,7 +183,10 @@ class Worker:
             request_line=s.limit_request_line,
             fields=s.limit_request_fields,
             field_size=s.limit_request_field_size,
+            head_size=s.limit_request_head,
             max_body=s.limit_request_body,
+            chunk_ext=s.limit_chunk_extension,
+            trailer_size=s.limit_request_trailers,
         )
         access_log = logging.getLogger("forkserve.access") if s.accesslog else None
         max_requests = s.max_requests + random.randint(0, s.max_requests_jitter) if s.max_requests else 0
@@ -195,6 +202,15 @@ class Worker:
             access_log=access_log,
             access_format=s.access_log_format,
             max_requests=max_requests,
+            body_prebuffer=s.body_prebuffer,
+            proxy=ProxyTrust(s.forwarded_allow_ips),
+            proxy_protocol=s.proxy_protocol,
+            pre_request=(lambda req: run_hook(s, "pre_request", self, req)) if s.pre_request else None,
+            post_request=(
+                (lambda req, environ, resp: run_hook(s, "post_request", self, req, environ, resp))
+                if s.post_request
+                else None
+            ),
         )
 
     def serve(self, app: Callable[..., Iterable[bytes]]) -> None:
@@ -248,8 +264,15 @@ class Worker:
                 peer = (addr[0], str(addr[1]))
             else:
                 peer = ("", "")
+            if self.tls is not None:
+                # The handshake runs inside the first reads, without blocking.
+                sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             environ = base_environ(
-                server=server, peer=peer, url_scheme="http", multithread=False, file_wrapper=FileWrapper
+                server=server,
+                peer=peer,
+                url_scheme="https" if self.tls is not None else "http",
+                multithread=False,
+                file_wrapper=FileWrapper,
             )
             connection = Connection(sock, environ, service)
             # The request often arrives with the handshake: try it before epoll.
