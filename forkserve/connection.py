@@ -99,6 +99,7 @@ class Service:
     body_prebuffer: int = 65536  # body bytes collected before the app runs
     proxy: ProxyTrust | None = None  # whose X-Forwarded-* / Forwarded / PROXY headers to believe
     proxy_protocol: bool = False
+    dispatch: Callable[[Connection, Request], None] | None = None  # --threads: run in a pool
     pre_request: Callable[[Request], None] | None = None
     post_request: Callable[[Request, dict[str, Any], Exchange], None] | None = None
     closing: bool = False  # the worker is leaving: answer with Connection: close
@@ -121,6 +122,9 @@ class Connection:
         self.body_error: HTTPError | None = None  # a framing error met while the app read
         self.broken = False  # the client vanished while the app read its body
         self._poller: select.poll | None = None
+        self.exchange: Exchange | None = None  # the response being sent
+        self.in_thread = False  # being served by a request thread right now
+        self.aborted = False  # timed out in its thread; the worker is replacing itself
         self._steps = {Phase.HEAD: self.take_head, Phase.BODY_START: self.start_body, Phase.DRAIN: self.drain}
         self.tls = isinstance(sock, ssl.SSLSocket)
         proxy = service.proxy
@@ -217,7 +221,7 @@ class Connection:
         self.request = request
         self.idle = False
         if parser.body_complete or request.expect_continue:
-            return self.run(request)
+            return self.start_app(request)
         self.phase = Phase.BODY_START
         self.deadline = time.monotonic() + self.service.header_timeout
         return True
@@ -233,7 +237,7 @@ class Connection:
         if not parser.body_complete and len(early) < want:
             return False
         assert self.request is not None
-        return self.run(self.request)
+        return self.start_app(self.request)
 
     def drain(self) -> bool:
         """Discard a body the app left unread, so it is never parsed as a request."""
@@ -282,6 +286,46 @@ class Connection:
 
     # -- one request -----------------------------------------------------
 
+    def start_app(self, request: Request) -> bool:
+        """Run the app here, or hand the connection to a request thread (--threads)."""
+        dispatch = self.service.dispatch
+        if dispatch is None or self.in_thread:
+            return self.run(request)
+        self.phase = Phase.APP
+        dispatch(self, request)
+        return False
+
+    def run_in_thread(self, request: Request) -> None:
+        """In a request thread: serve this request and any complete ones behind it."""
+        self.in_thread = True
+        try:
+            if self.run(request):
+                self.advance()
+        except HTTPError as error:
+            self.reject(error)
+        except Exception:
+            self.service.log.exception("%s: internal error on this connection", self.peer)
+            self.close()
+        finally:
+            self.in_thread = False
+
+    def abort(self) -> None:
+        """From the worker's loop: this request ran past --timeout in its thread.
+
+        The thread cannot be stopped; the client gets its 504 now, and the
+        socket is shut down so whatever the thread still writes goes nowhere.
+        """
+        self.aborted = True
+        request, exchange = self.request, self.exchange
+        if request is not None:
+            self.service.log.error(
+                "%s: %s %s aborted past the timeout", self.peer, request.method, request.target
+            )
+        if exchange is not None and exchange.head is None:
+            self.send_error(504, "Gateway Timeout", b"request timed out\n")
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
     def run(self, request: Request) -> bool:
         """Serve one request, then pick the phase that follows it."""
         self.phase = Phase.APP
@@ -305,11 +349,11 @@ class Connection:
         """Run the app for one request and send its response; False to close."""
         service = self.service
         service.requests += 1
-        if service.requests == service.max_requests:
+        if service.max_requests and service.requests >= service.max_requests:
             service.closing = True  # this is the last one: say so in its response
         started = time.perf_counter()
         keep_alive = request.keep_alive and service.keepalive > 0 and not service.closing
-        exchange = Exchange(request, self, service.server_headers(), keep_alive)
+        exchange = self.exchange = Exchange(request, self, service.server_headers(), keep_alive)
         self.continue_sent = False
         self.body_error = None
         self.broken = False
@@ -327,7 +371,7 @@ class Connection:
             self.phase = Phase.CLOSED
             return False
         except RequestAborted:
-            service.log.error("%s: %s %s aborted past the timeout", self.peer, request.method, request.target)
+            self.log_aborted(request)
             if exchange.head is None:
                 self.send_error(504, "Gateway Timeout", b"request timed out\n")
             raise
@@ -347,6 +391,11 @@ class Connection:
             self.refuse_body(self.body_error, answered=True)
             return False
         return exchange.keep_alive
+
+    def log_aborted(self, request: Request) -> None:
+        self.service.log.error(
+            "%s: %s %s aborted past the timeout", self.peer, request.method, request.target
+        )
 
     def log_access(self, environ: dict[str, Any], exchange: Exchange, duration: float) -> None:
         status = exchange.head.status if exchange.head else 0

@@ -25,11 +25,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from .apploader import AppLoadError, load_app
-from .connection import Connection, RequestAborted, Service
+from .connection import Connection, Phase, RequestAborted, Service
 from .environ import base_environ
 from .heartbeat import Heartbeat
 from .hooks import run_hook
-from .http.parser import Limits
+from .http.parser import Limits, Request
 from .process import (
     EXIT_ABORTED,
     EXIT_APP_LOAD_ERROR,
@@ -43,6 +43,7 @@ from .proxy import ProxyTrust
 from .reloader import FileWatcher
 from .settings import Settings
 from .sockets import Listener
+from .threads import RequestThreads
 from .wsgi import FileWrapper
 
 if TYPE_CHECKING:
@@ -224,6 +225,11 @@ class Worker:
             # EPOLLEXCLUSIVE: one connection wakes one worker, not all of them.
             self.poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         self.poller.register(self.wakeup_r, select.EPOLLIN)
+        self.threads: RequestThreads | None = None
+        if self.settings.threads > 1:
+            self.threads = RequestThreads(self.settings.threads)
+            self.poller.register(self.threads.done_r, select.EPOLLIN)
+            service.dispatch = self.dispatch
         poll_timeout = min(1.0, self.settings.timeout / 4) if self.settings.timeout else 1.0
         next_sweep = time.monotonic() + 1.0
         beat = self.heartbeat.beat
@@ -239,12 +245,45 @@ class Worker:
         for fd, _ in self.poller.poll(timeout):
             connection = connections.get(fd)
             if connection is not None:
-                if not connection.on_readable():
+                if not connection.on_readable() and not self.handed_off(connection):
                     self.drop(connection)
             elif fd in self.by_fd:
                 self.accept(fd, service, ACCEPT_BATCH)
             elif fd == self.wakeup_r:
                 os.read(self.wakeup_r, 512)
+            elif self.threads is not None and fd == self.threads.done_r:
+                for done in self.threads.collect():
+                    self.resume(done)
+
+    def dispatch(self, connection: Connection, request: Request) -> None:
+        """--threads: hand a connection with a request ready to a request thread."""
+        assert self.threads is not None
+        fd = connection.sock.fileno()
+        if self.connections.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+        self.threads.submit(connection, request)
+
+    def handed_off(self, connection: Connection) -> bool:
+        """Is a request thread serving it? (Only the loop's thread changes the answer.)"""
+        return self.threads is not None and connection in self.threads.running
+
+    def resume(self, connection: Connection) -> None:
+        """A request thread is done with this connection: watch it again, or close it."""
+        if connection.phase is Phase.CLOSED or connection.aborted:
+            connection.close()
+            return
+        fd = connection.sock.fileno()
+        self.connections[fd] = connection
+        self.poller.register(fd, select.EPOLLIN)
+
+    def abort_overdue(self, service: Service) -> None:
+        """--threads: answer requests past --timeout, then leave (their threads cannot be stopped)."""
+        if self.threads is None or not self.settings.timeout:
+            return
+        for connection in self.threads.overdue(self.settings.timeout):
+            connection.abort()
+            run_hook(self.settings, "worker_abort", self)
+            service.closing = True  # stop accepting, finish the others, get replaced
 
     def accept(self, fd: int, service: Service, batch: int) -> None:
         listener = self.by_fd[fd]
@@ -271,12 +310,15 @@ class Worker:
                 server=server,
                 peer=peer,
                 url_scheme="https" if self.tls is not None else "http",
-                multithread=False,
+                multithread=self.threads is not None,
                 file_wrapper=FileWrapper,
             )
             connection = Connection(sock, environ, service)
             # The request often arrives with the handshake: try it before epoll.
-            if connection.on_readable():
+            alive = connection.on_readable()
+            if self.handed_off(connection):
+                continue  # a request thread has it; resume() takes it back
+            if alive:
                 self.connections[sock.fileno()] = connection
                 self.poller.register(sock.fileno(), select.EPOLLIN)
             else:
@@ -293,6 +335,7 @@ class Worker:
         now = time.monotonic()
         for connection in [c for c in self.connections.values() if c.expired(now)]:
             self.drop(connection)
+        self.abort_overdue(service)
         if os.getppid() != self.master_pid:
             self.log.warning("Master %d is gone; worker %d leaving", self.master_pid, self.pid)
             self.alive = False
@@ -331,9 +374,10 @@ class Worker:
         for fd in self.by_fd:
             self.poller.unregister(fd)
         deadline = time.monotonic() + self.settings.graceful_timeout
-        while self.connections and time.monotonic() < deadline:
+        while (self.connections or (self.threads and self.threads.busy)) and time.monotonic() < deadline:
             self.heartbeat.beat()
             self.poll_once(service, 0.1)
+            self.abort_overdue(service)
             now = time.monotonic()
             for connection in [c for c in self.connections.values() if c.expired(now)]:
                 self.drop(connection)

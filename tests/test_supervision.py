@@ -363,3 +363,58 @@ def test_unknown_signal_numbers_do_not_disturb_the_master(serve):
     assert server.proc.poll() is None
     with socket.create_connection(server.address, timeout=5):
         pass
+
+
+def test_threads_serve_slow_requests_side_by_side(serve):
+    server = serve("supervised:app", "--threads", "4")
+    results: list[str] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(requests.get(server.url + "/sleep?1", timeout=30).text)
+        )
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    # While four requests sleep in the one worker, its loop still answers others.
+    assert requests.get(server.url + "/", timeout=10).text == str(server.workers()[0])
+    for thread in threads:
+        thread.join(30)
+    assert results == ["slept"] * 4
+    environ = requests.get(server.url + "/", timeout=10)
+    assert environ.ok
+
+
+def test_threads_time_out_one_request_and_replace_the_worker(serve):
+    server = serve("supervised:app", "--threads", "4", "--timeout", "2")
+    first = server.workers()[0]
+    quick: list[int] = []
+    slow = threading.Thread(
+        target=lambda: quick.append(requests.get(server.url + "/sleep?1", timeout=30).status_code)
+    )
+    response_holder: dict[str, requests.Response] = {}
+    stuck = threading.Thread(
+        target=lambda: response_holder.setdefault("r", requests.get(server.url + "/sleep?60", timeout=30))
+    )
+    stuck.start()
+    import time
+
+    time.sleep(0.5)
+    slow.start()
+    stuck.join(30)
+    slow.join(30)
+    assert response_holder["r"].status_code == 504
+    assert quick == [200]  # the other in-flight request finished normally
+    assert server.wait_for_log(r"GET /sleep\?60 aborted past the timeout")
+    assert wait_until(lambda: server.workers() and first not in server.workers(), 15)
+    assert requests.get(server.url + "/", timeout=10).ok
+
+
+def test_threads_under_traffic_with_reload(serve):
+    server = serve("supervised:app", "--threads", "3", "--workers", "2", workers=2)
+    with Traffic(server.url) as traffic:
+        traffic.wait_for(200)
+        server.send_signal(signal.SIGHUP)
+        assert server.wait_for_log("Reload complete", timeout=20)
+        traffic.wait_for(200)
+    assert traffic.failures == []
