@@ -249,3 +249,20 @@ def test_daemon_mode_detaches_and_stops_on_sigterm(tmp_path):
     os.kill(pid, 15)
     assert wait_until(lambda: not pidfile.exists(), 20)
     assert "Shutting down" in errlog.read_text()
+
+
+def test_log_config_file_takes_over(serve, tmp_path):
+    logfile = tmp_path / "ini.log"
+    ini = tmp_path / "logging.ini"
+    ini.write_text(
+        "[loggers]\nkeys=root,error\n\n"
+        "[handlers]\nkeys=file\n\n"
+        "[formatters]\nkeys=plain\n\n"
+        "[logger_root]\nlevel=WARNING\nhandlers=\n\n"
+        "[logger_error]\nlevel=INFO\nhandlers=file\nqualname=forkserve.error\npropagate=0\n\n"
+        f"[handler_file]\nclass=FileHandler\nformatter=plain\nargs=({str(logfile)!r},)\n\n"
+        "[formatter_plain]\nformat=INI %(levelname)s %(message)s\n"
+    )
+    server = serve("basic:app", "--log-config", str(ini), ready=False)
+    assert wait_until(lambda: logfile.exists() and "INI INFO Booting worker" in logfile.read_text(), 15)
+    assert server.proc.poll() is None

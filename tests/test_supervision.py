@@ -418,3 +418,63 @@ def test_threads_under_traffic_with_reload(serve):
         assert server.wait_for_log("Reload complete", timeout=20)
         traffic.wait_for(200)
     assert traffic.failures == []
+
+
+def marking_config(tmp_path: Path, *hooks: str) -> tuple[Path, Path]:
+    """A config file whose hooks append their name to a marks file."""
+    marks = tmp_path / "marks"
+    signatures = {
+        "worker_int": "worker",
+        "worker_abort": "worker",
+        "pre_exec": "server",
+    }
+    lines = [f"MARKS = {str(marks)!r}"]
+    for name in hooks:
+        lines += [
+            f"def {name}({signatures[name]}):",
+            "    with open(MARKS, 'a') as f:",
+            f"        f.write('{name}\\n')",
+        ]
+    config = tmp_path / "marks.conf.py"
+    config.write_text("\n".join(lines) + "\n")
+    return config, marks
+
+
+def test_worker_int_hook_runs_on_a_quick_stop(serve, tmp_path):
+    config, marks = marking_config(tmp_path, "worker_int")
+    server = serve("supervised:app", "-c", str(config), "--workers", "2", workers=2)
+    assert server.stop(signal.SIGINT) == 0
+    assert marks.read_text().splitlines() == ["worker_int", "worker_int"]
+
+
+def test_worker_abort_hook_runs_on_a_timeout(serve, tmp_path):
+    config, marks = marking_config(tmp_path, "worker_abort")
+    server = serve("supervised:app", "-c", str(config), "--timeout", "1")
+    assert requests.get(server.url + "/sleep?30", timeout=30).status_code == 504
+    assert wait_until(lambda: marks.exists() and marks.read_text() == "worker_abort\n", 10)
+
+
+def test_pre_exec_hook_and_mainpid_on_upgrade(serve, tmp_path):
+    config, marks = marking_config(tmp_path, "pre_exec")
+    notify_path = tmp_path / "notify"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(0.2)
+    pidfile = tmp_path / "app.pid"
+    server = serve(
+        "supervised:app", "-c", str(config), "--pid", str(pidfile), env={"NOTIFY_SOCKET": str(notify_path)}
+    )
+    server.send_signal(signal.SIGUSR2)
+    assert wait_until(lambda: Path(str(pidfile) + ".oldbin").exists() and pidfile.exists(), 20)
+    new_master = int(pidfile.read_text())
+    messages: list[str] = []
+
+    def heard_mainpid() -> bool:
+        with contextlib.suppress(TimeoutError):
+            messages.append(notify.recv(4096).decode())
+        return any(f"MAINPID={new_master}" in m for m in messages)
+
+    assert wait_until(heard_mainpid, 20), messages
+    assert marks.read_text() == "pre_exec\n"
+    os.kill(new_master, signal.SIGTERM)
+    assert wait_until(lambda: not Path(f"/proc/{new_master}").exists() or _zombie(new_master), 20)
