@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,51 @@ class Server:
     def survivors(self) -> list[int]:
         return group_pids(self.pid)
 
+    def shutdown(self) -> list[int]:
+        """Stop the tree if it still runs; returns the pids that outlived it (killed now)."""
+        if self.proc.poll() is None:
+            self.stop(signal.SIGTERM)
+        # The group may still hold workers for a moment after the master exits.
+        wait_until(lambda: not self.survivors(), timeout=10)
+        leftovers = self.survivors()
+        self.kill()
+        self.log_file.close()
+        return leftovers
+
+
+@contextmanager
+def running(
+    args: list[str],
+    cwd: Path,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+) -> Iterator[Server]:
+    """A forkserve server that outlives one test (module fixtures), with the same survivor check."""
+    server = Server([*args, "--bind", "127.0.0.1:0"], cwd, log_path or cwd / "server.log", env)
+    try:
+        server.wait_ready(workers=workers)
+        yield server
+    finally:
+        leftovers = server.shutdown()
+    assert not leftovers, f"forkserve processes survived: {leftovers}"
+
+
+def run_forkserve(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run forkserve expecting it to exit by itself (errors, --check-config, --print-config)."""
+    full_env = {**os.environ, "PYTHONPATH": str(TESTS / "apps"), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "forkserve", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
@@ -172,13 +218,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     leftovers = []
     for server in started:
-        if server.proc.poll() is None:
-            server.stop(signal.SIGTERM)
-        # The group may still hold workers for a moment after the master exits.
-        wait_until(lambda s=server: not s.survivors(), timeout=10)
-        leftovers += server.survivors()
-        server.kill()
-        server.log_file.close()
+        leftovers += server.shutdown()
     assert not leftovers, f"forkserve processes survived the test: {leftovers}"
 
 

@@ -8,22 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import pytest
 import requests
 from conftest import TESTS
 
 
 def run_forkserve(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run forkserve expecting it to exit by itself (an error path)."""
-    env = {**os.environ, "PYTHONPATH": str(TESTS / "apps")}
-    return subprocess.run(
-        [sys.executable, "-m", "forkserve", *args, "--bind", "127.0.0.1:0"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        start_new_session=True,
-    )
+    """Run forkserve on port 0, expecting it to exit by itself (an error path)."""
+    return conftest.run_forkserve(*args, "--bind", "127.0.0.1:0", timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -96,20 +89,13 @@ def test_bad_values_give_one_line(args, message):
     ],
 )
 def test_bad_binds_fail_clearly(bind, message):
-    env = {**os.environ, "PYTHONPATH": str(TESTS / "apps")}
-    result = subprocess.run(
-        [sys.executable, "-m", "forkserve", "basic:app", "--bind", bind],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
+    result = conftest.run_forkserve("basic:app", "--bind", bind)
     assert result.returncode == 1
     assert message in result.stderr
 
 
 def test_help_lists_every_setting():
-    result = subprocess.run([sys.executable, "-m", "forkserve", "--help"], capture_output=True, text=True)
+    result = conftest.run_forkserve("--help")
     assert result.returncode == 0
     from forkserve import settings
 
@@ -185,13 +171,7 @@ def test_fd_bind_uses_an_inherited_socket(tmp_path):
 def test_bind_conflict_exits_1(serve):
     server = serve("basic:app")
     host, port = server.address
-    result = subprocess.run(
-        [sys.executable, "-m", "forkserve", "basic:app", "--bind", f"{host}:{port}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "PYTHONPATH": str(TESTS / "apps")},
-    )
+    result = conftest.run_forkserve("basic:app", "--bind", f"{host}:{port}")
     assert result.returncode == 1
     assert "Address already in use" in result.stderr
 

@@ -7,29 +7,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import TESTS, wait_until
+from conftest import TESTS, run_forkserve, wait_until
 
 REPO = TESTS.parent
 CONF = REPO / "conf"
-
-
-def forkserve(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(TESTS / "apps"), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "forkserve", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=full_env,
-        cwd=cwd,
-    )
 
 
 def printed(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[str, str]]:
@@ -47,7 +32,7 @@ def test_precedence_defaults_file_env_flags(tmp_path):
     config = tmp_path / "forkserve.conf.py"
     config.write_text("workers = 2\ntimeout = 11\nkeepalive = 7\nloglevel = 'warning'\n")
     env = {"FORKSERVE_CMD_ARGS": "--timeout 12 --keep-alive 8"}
-    values = printed(forkserve("basic:app", "--print-config", "--keep-alive", "9", cwd=tmp_path, env=env))
+    values = printed(run_forkserve("basic:app", "--print-config", "--keep-alive", "9", cwd=tmp_path, env=env))
     assert values["workers"] == ("2", "config file forkserve.conf.py")
     assert values["timeout"] == ("12.0", "FORKSERVE_CMD_ARGS")
     assert values["keepalive"] == ("9.0", "command line")
@@ -61,7 +46,7 @@ def test_toml_config(tmp_path):
     config.write_text(
         '[forkserve]\nworkers = 3\nbind = ["127.0.0.1:0"]\nforwarded_allow_ips = "10.0.0.0/8,::1"\n'
     )
-    values = printed(forkserve("basic:app", "-c", str(config), "--print-config"))
+    values = printed(run_forkserve("basic:app", "-c", str(config), "--print-config"))
     assert values["workers"][0] == "3"
     assert values["forwarded_allow_ips"][0] == "('10.0.0.0/8', '::1')"
 
@@ -69,7 +54,7 @@ def test_toml_config(tmp_path):
 def test_toml_cannot_set_hooks(tmp_path):
     config = tmp_path / "x.toml"
     config.write_text('on_starting = "x"\n')
-    result = forkserve("basic:app", "-c", str(config), "--print-config")
+    result = run_forkserve("basic:app", "-c", str(config), "--print-config")
     assert result.returncode == 2
     assert "hook 'on_starting' can only be set in a Python config file" in result.stderr
 
@@ -89,14 +74,14 @@ def test_toml_cannot_set_hooks(tmp_path):
 def test_bad_config_files_give_one_line(tmp_path, text, message):
     config = tmp_path / "bad.conf.py"
     config.write_text(text)
-    result = forkserve("basic:app", "-c", str(config), "--bind", "127.0.0.1:0")
+    result = run_forkserve("basic:app", "-c", str(config), "--bind", "127.0.0.1:0")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
 def test_missing_config_file():
-    result = forkserve("basic:app", "-c", "/nonexistent/forkserve.conf.py")
+    result = run_forkserve("basic:app", "-c", "/nonexistent/forkserve.conf.py")
     assert result.returncode == 2
     assert "no such file" in result.stderr
 
@@ -149,7 +134,7 @@ def test_example_config_from_conf_folder_checks(tmp_path):
     (project / "myproject" / "wsgi.py").write_text(
         (project / "myproject" / "wsgi.py").read_text() + "\napplication = app\n"
     )
-    result = forkserve(
+    result = run_forkserve(
         "-c",
         str(CONF / "forkserve.conf.py"),
         "--chdir",
@@ -163,7 +148,7 @@ def test_example_config_from_conf_folder_checks(tmp_path):
 
 
 def test_check_config_reports_a_broken_app():
-    result = forkserve("loading:missing", "--check-config")
+    result = run_forkserve("loading:missing", "--check-config")
     assert result.returncode == 4
     assert "has no attribute 'missing'" in result.stderr
 
@@ -230,7 +215,7 @@ def test_log_config_dict_takes_over(serve, tmp_path):
 def test_daemon_mode_detaches_and_stops_on_sigterm(tmp_path):
     pidfile = tmp_path / "d.pid"
     errlog = tmp_path / "error.log"
-    result = forkserve(
+    result = run_forkserve(
         "basic:app",
         "--daemon",
         "--pid",

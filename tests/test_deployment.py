@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import requests
-from conftest import TESTS, group_pids, wait_until
+from conftest import TESTS, group_pids, run_forkserve, wait_until
 
 
 class NotifySocket:
@@ -128,22 +128,7 @@ def test_workers_drop_privileges(serve):
 
 
 def test_unknown_user_is_a_boot_failure(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "forkserve",
-            "basic:app",
-            "--user",
-            "no-such-user-here",
-            "--bind",
-            "127.0.0.1:0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "PYTHONPATH": str(TESTS / "apps")},
-    )
+    result = run_forkserve("basic:app", "--user", "no-such-user-here", "--bind", "127.0.0.1:0")
     assert result.returncode == 3
     assert "no-such-user-here" in result.stderr
 
@@ -158,13 +143,7 @@ def test_unix_socket_umask_and_stale_file(serve, tmp_path):
     server.stop()
     regular = tmp_path / "not-a-socket"
     regular.write_text("precious")
-    result = subprocess.run(
-        [sys.executable, "-m", "forkserve", "basic:app", "--bind", f"unix:{regular}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "PYTHONPATH": str(TESTS / "apps")},
-    )
+    result = run_forkserve("basic:app", "--bind", f"unix:{regular}")
     assert result.returncode == 1
     assert "exists and is not a socket" in result.stderr
     assert regular.read_text() == "precious"

@@ -17,39 +17,18 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import TESTS, ResponseReader, Server, http_exchange, wait_until
+from conftest import TESTS, ResponseReader, Server, http_exchange, running, wait_until
 
 PROJECT = TESTS / "djangoproject"
 SEED_ITEMS = {"Teapot": "18.50", "Kettle": "42.00", "Mug": "6.25"}
 BLOB_SIZE = 1_500_000  # large enough to need several sendfile() rounds on loopback
-
-
-@contextmanager
-def running(
-    args: list[str], cwd: Path, log_path: Path, env: dict[str, str], workers: int
-) -> Iterator[Server]:
-    """A forkserve server for longer than one test, with the ``serve`` fixture's survivor check."""
-    server = Server([*args, "--bind", "127.0.0.1:0"], cwd, log_path, env)
-    try:
-        server.wait_ready(workers=workers)
-        yield server
-    finally:
-        if server.proc.poll() is None:
-            server.stop(signal.SIGTERM)
-        wait_until(lambda: not server.survivors(), timeout=10)
-        leftovers = server.survivors()
-        server.kill()
-        server.log_file.close()
-    assert not leftovers, f"forkserve processes survived: {leftovers}"
 
 
 @pytest.fixture(scope="session")

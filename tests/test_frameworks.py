@@ -18,33 +18,14 @@ import email.utils
 import hashlib
 import json
 import os
-import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import ResponseReader, Server, http_exchange, wait_until
+from conftest import ResponseReader, Server, http_exchange, running, wait_until
 
 BLOB_SIZE = 700_000
-
-
-@contextmanager
-def running(args: list[str], cwd: Path, env: dict[str, str]) -> Iterator[Server]:
-    """A forkserve server for a whole module, with the ``serve`` fixture's survivor check."""
-    server = Server([*args, "--bind", "127.0.0.1:0"], cwd, cwd / "server.log", env)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        if server.proc.poll() is None:
-            server.stop(signal.SIGTERM)
-        wait_until(lambda: not server.survivors(), timeout=10)
-        leftovers = server.survivors()
-        server.kill()
-        server.log_file.close()
-    assert not leftovers, f"forkserve processes survived: {leftovers}"
 
 
 class Files:
@@ -67,7 +48,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
 
 
 def module_server(tmp_path_factory: pytest.TempPathFactory, files: Files, app: str) -> Iterator[Server]:
-    with running([app], tmp_path_factory.mktemp(app.replace(":", "-")), files.env) as server:
+    with running([app], tmp_path_factory.mktemp(app.replace(":", "-")), env=files.env) as server:
         yield server
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ResponseReader, Server, wait_until
+from conftest import ResponseReader, Server
 
 TIMEOUTS = ("--header-timeout", "1", "--keep-alive", "2", "--io-timeout", "2")
 
@@ -37,12 +36,7 @@ def start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Server:
 
 
 def stop(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.stop(signal.SIGTERM)
-    wait_until(lambda: not server.survivors(), timeout=10)
-    leftovers = server.survivors()
-    server.kill()
-    server.log_file.close()
+    leftovers = server.shutdown()
     assert not leftovers, f"forkserve processes survived: {leftovers}"
 
 

@@ -7,13 +7,11 @@ import json
 import os
 import socket
 import ssl
-import subprocess
-import sys
 
 import pytest
 import requests
 from certs import make_certs
-from conftest import TESTS, wait_until
+from conftest import run_forkserve, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -79,22 +77,7 @@ def test_minimum_tls_version(serve, certs):
 
 
 def test_bad_certificate_path_is_a_one_line_config_error(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "forkserve",
-            "basic:app",
-            "--certfile",
-            str(tmp_path / "missing.pem"),
-            "--bind",
-            "127.0.0.1:0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "PYTHONPATH": str(TESTS / "apps")},
-    )
+    result = run_forkserve("basic:app", "--certfile", str(tmp_path / "missing.pem"), "--bind", "127.0.0.1:0")
     assert result.returncode == 2
     assert "certfile" in result.stderr and "No such file" in result.stderr
 
