@@ -92,8 +92,10 @@ def test_killed_worker_costs_at_most_its_in_flight_requests(serve):
         os.kill(victim, signal.SIGKILL)
         assert wait_until(lambda: len(server.workers()) == 2 and victim not in server.workers(), 10)
         traffic.wait_for(200)
-    # One worker serves one request at a time, and each client has one in flight.
-    assert len(traffic.failures) <= 1, traffic.failures
+    # Lost: at most the requests that were in that worker at that moment. It held
+    # connections from several clients (one request in flight each at most), but
+    # never a request the kill happened before or after.
+    assert len(traffic.failures) <= traffic.clients, traffic.failures
     assert server.wait_for_log(rf"Worker {victim} died \(signal SIGKILL\)")
 
 
