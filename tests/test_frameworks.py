@@ -377,6 +377,26 @@ def test_basic_app_passes_the_validator(validated, files, tmp_path):
     finish_validated_run(server)
 
 
+def test_small_test_apps_pass_the_validator(validated):
+    """The supervision, loading, hostile-input and demo apps, behind the validator too."""
+    server = validated("supervised")
+    assert requests.get(server.url + "/", timeout=10).text == str(server.workers()[0])
+    assert requests.get(server.url + "/sleep?0", timeout=10).text == "slept"
+    finish_validated_run(server)
+    server = validated("loading")
+    assert requests.get(server.url + "/", timeout=10).text == "validated!"
+    finish_validated_run(server)
+    server = validated("demo")
+    assert "forkserve is running" in requests.get(server.url + "/x", timeout=10).text
+    finish_validated_run(server)
+    server = validated("hostile")
+    assert requests.get(server.url + "/pid", timeout=10).text == str(server.workers()[0])
+    assert requests.post(server.url + "/ignore/1", data=b"x" * 1000, timeout=10).text == "ignored"
+    assert requests.post(server.url + "/read-part/1?4", data=b"abcdefgh", timeout=10).text == "abcd"
+    assert len(requests.get(server.url + "/big?200000", timeout=10).content) == 200_000
+    finish_validated_run(server)
+
+
 def test_flask_app_passes_the_validator(validated, files):
     server = validated("flask")
     url = server.url

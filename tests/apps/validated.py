@@ -17,10 +17,19 @@ from wsgiref.validate import validator
 import basic as _basic
 import bottle_app as _bottle_app
 import flask_app as _flask_app
+import hostile as _hostile
+import loading as _loading
+import supervised as _supervised
+
+from forkserve import demo as _demo
 
 basic = validator(_basic.app)
 flask = validator(_flask_app.app)
 bottle = validator(_bottle_app.app)
+supervised = validator(_supervised.app)
+loading = validator(_loading.make_app("validated"))
+demo = validator(_demo.app)
+hostile = validator(_hostile.app)  # its well-formed routes; the bad ones exist to be refused
 
 DJANGO_PROJECT = Path(__file__).resolve().parent.parent / "djangoproject"
 
