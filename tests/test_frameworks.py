@@ -394,7 +394,8 @@ def test_small_test_apps_pass_the_validator(validated):
     assert requests.post(server.url + "/ignore/1", data=b"x" * 1000, timeout=10).text == "ignored"
     assert requests.post(server.url + "/read-part/1?4", data=b"abcdefgh", timeout=10).text == "abcd"
     assert len(requests.get(server.url + "/big?200000", timeout=10).content) == 200_000
-    finish_validated_run(server)
+    assert requests.get(server.url + "/pid", timeout=10).ok  # one worker: every earlier body was closed
+    assert_clean_log(server, 0)
 
 
 def test_flask_app_passes_the_validator(validated, files):
