@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
+from .http.memo import remember
 from .http.parser import Request
 
 
@@ -58,20 +59,33 @@ def build_environ(base: dict[str, Any], request: Request, body: Any) -> dict[str
     script_name = base["SCRIPT_NAME"]
     if script_name and request.path.startswith(script_name):
         environ["PATH_INFO"] = request.path[len(script_name) :]
+    keys = _KEYS
     for name, value in request.headers:
-        if "_" in name:
-            continue
-        if name == "CONTENT-TYPE":
-            environ["CONTENT_TYPE"] = value
-        elif name == "CONTENT-LENGTH":
-            environ["CONTENT_LENGTH"] = value
-        else:
-            key = "HTTP_" + name.replace("-", "_")
-            if key in environ:
-                # RFC 9110 §5.3 lets repeated fields join with commas; cookies use "; ".
-                value = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
-            environ[key] = value
+        key = keys.get(name)
+        if key is None:
+            key = _environ_key(name)
+        if not key:
+            continue  # a name with "_" (see above)
+        if key in environ and key.startswith("HTTP_"):
+            # RFC 9110 §5.3 lets repeated fields join with commas; cookies use "; ".
+            value = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
+        environ[key] = value
     if request.host is not None:
         environ["HTTP_HOST"] = request.host
 
     return environ
+
+
+# Request header name (upper case) -> environ key, "" for a name that is
+# dropped; remembered because clients send the same few names every time.
+_KEYS: dict[str, str] = {}
+
+
+def _environ_key(name: str) -> str:
+    if "_" in name:
+        key = ""
+    elif name in ("CONTENT-TYPE", "CONTENT-LENGTH"):
+        key = name.replace("-", "_")  # PEP 3333: these two have no HTTP_ prefix
+    else:
+        key = "HTTP_" + name.replace("-", "_")
+    return remember(_KEYS, name, key, len(name))

@@ -13,6 +13,8 @@ CHUNK = 65536
 
 
 class InputStream:
+    __slots__ = ("_buffer", "_done", "_receive")  # one per request: cheaper to create
+
     def __init__(self, receive: Callable[[int], bytes]) -> None:
         self._receive = receive
         self._buffer = bytearray()

@@ -52,6 +52,19 @@ class FileWrapper:
 class Exchange:
     """The response to one request: what the app started and what was sent."""
 
+    # One Exchange per request: slots make it cheaper to create and to use.
+    __slots__ = (
+        "head",
+        "headers",
+        "keep_alive",
+        "overflowed",
+        "request",
+        "sent",
+        "server_headers",
+        "status",
+        "transport",
+    )
+
     def __init__(
         self, request: Request, transport: Transport, server_headers: bytes, keep_alive: bool
     ) -> None:

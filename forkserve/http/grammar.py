@@ -31,7 +31,12 @@ SUPPORTED_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
 # obs-text but no other control character (so no NUL, CR, LF or DEL); the
 # parser strips the OWS around it. A line starting with whitespace (obs-fold)
 # cannot match, since a name must come first.
-FIELD_LINE = re.compile(f"([{TCHAR}]+):([\\t \\x21-\\x7e\\x80-\\xff]*)")
+_FIELD_LINE = f"([{TCHAR}]+):([\\t \\x21-\\x7e\\x80-\\xff]*)"
+FIELD_LINE = re.compile(_FIELD_LINE)
+# One or more field lines joined by CRLF: a whole header block checked in one
+# call. Each line can match in only one way (a name has no ":", a value no
+# CR), so a failing block is refused in linear time.
+FIELD_LINES = re.compile(f"{_FIELD_LINE}(?:\r\n{_FIELD_LINE})*")
 
 # RFC 9112 §6.3: Content-Length = 1*DIGIT; no sign, space, hex or list.
 # Eighteen digits keep the value far from any proxy's integer overflow.

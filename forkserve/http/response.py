@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from . import grammar
 from .errors import InvalidResponse
+from .memo import remember
 
 # PEP 3333 forbids hop-by-hop headers from apps: the server owns framing and
 # connection management. "Connection: close" is tolerated as a request to
@@ -63,6 +64,16 @@ def status_code(status: str) -> int:
     return code
 
 
+# Checked statuses and header lines, pre-encoded (see memo.py). An app
+# answers with the same few of each, so most responses are assembled from
+# these without a regular expression or an encode().
+_STATUSES: dict[str, tuple[int, bytes]] = {}  # "200 OK" -> (200, b" 200 OK\r\n")
+_FIELDS: dict[tuple[str, str], tuple[str, bytes]] = {}  # (name, value) -> (role, b"name: value\r\n")
+# The role of a field: "" for the app's own fields, sent as they are; else the
+# lower-case name of a field the server looks at (see build_head).
+_ROLES = frozenset({"content-length", "connection", *SERVER_FIELDS})
+
+
 def build_head(
     status: str,
     headers: list[tuple[str, str]],
@@ -79,22 +90,22 @@ def build_head(
     one-element list, a file), used when the app did not say.
     ``extra`` is pre-encoded server headers (Date, Server) ending in CRLF.
     """
-    code = status_code(status)
-    status_line = b"%s %s\r\n" % (version.encode("ascii"), status.encode("latin-1"))
-    parts: list[bytes] = []  # the app's fields, then the framing ones
+    code, status_line = _checked_status(status)
+    parts: list[bytes] = [version.encode("ascii"), status_line, b""]  # b"": extra, once final
     declared = None
-    for name, value in headers:
-        lname = _check_header(name, value)
-        if lname == "content-length":
-            declared = _content_length(value, declared)
-            continue
-        if lname == "connection":
-            if "close" in (token.strip(" \t") for token in value.lower().split(",")):
+    for field in headers:
+        role, line = _checked_field(field)
+        if not role:
+            parts.append(line)
+        elif role == "content-length":
+            declared = _content_length(field[1], declared)
+        elif role == "connection":
+            if "close" in (token.strip(" \t") for token in field[1].lower().split(",")):
                 keep_alive = False
-            continue
-        if lname in SERVER_FIELDS:
-            extra = _without_field(extra, lname)
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        else:  # Date or Server: the app's replaces the server's own
+            extra = _without_field(extra, role)
+            parts.append(line)
+    parts[2] = extra
 
     if method == "HEAD" or code in NO_BODY_STATUSES:
         framing, length = Framing.NONE, declared
@@ -116,7 +127,34 @@ def build_head(
     else:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")
-    return ResponseHead(code, b"".join((status_line, extra, *parts)), framing, length, keep_alive)
+    return ResponseHead(code, b"".join(parts), framing, length, keep_alive)
+
+
+def _checked_status(status: str) -> tuple[int, bytes]:
+    """(code, b" status\r\n") for a status that passes ``status_code()``."""
+    try:
+        known = _STATUSES.get(status)
+    except TypeError:  # unhashable, so not a str: status_code() says so
+        known = None
+    if known is not None:
+        return known
+    code = status_code(status)
+    return remember(_STATUSES, status, (code, b" %s\r\n" % status.encode("latin-1")), len(status))
+
+
+def _checked_field(field: tuple[str, str]) -> tuple[str, bytes]:
+    """(role, encoded line) of one app header that passes ``_check_header()``."""
+    try:
+        known = _FIELDS.get(field)
+    except TypeError:  # e.g. a list: the check below names what is wrong
+        known = None
+    if known is not None:
+        return known
+    name, value = field
+    lname = _check_header(name, value)
+    role = lname if lname in _ROLES else ""
+    line = f"{name}: {value}\r\n".encode("latin-1")
+    return remember(_FIELDS, (name, value), (role, line), len(line))
 
 
 def _without_field(extra: bytes, lname: str) -> bytes:
