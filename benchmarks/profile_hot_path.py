@@ -1,0 +1,272 @@
+"""Per-request cost of forkserve's hot path, measured in one process.
+
+No wrk, no fork: a ``Connection`` is driven through a socket pair exactly as
+the worker's event loop drives it (``on_readable()`` once per request), with
+the hello app behind it. That isolates the server's own Python work from the
+load generator and from the scheduler, which share the two cores in
+``run.py``'s measurements.
+
+    python benchmarks/profile_hot_path.py                 # µs per request, each step
+    python benchmarks/profile_hot_path.py --profile       # cProfile of the loop
+    python benchmarks/profile_hot_path.py --httptools     # parser vs httptools
+
+Steps timed separately: the whole request over the socket pair, the parser
+alone, ``build_environ()``, and the response (``Exchange.run()`` into a
+transport that drops the bytes). ``--httptools`` parses the same corpus with
+httptools (llhttp) when it is installed, collecting what forkserve's
+``Request`` holds, so the figures compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import logging
+import pstats
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from forkserve.connection import Connection, Service
+from forkserve.environ import base_environ, build_environ
+from forkserve.http.parser import Limits, RequestParser
+from forkserve.proxy import ProxyTrust
+from forkserve.streams import InputStream
+from forkserve.wsgi import Exchange, FileWrapper
+
+BODY = b"Hello, world!"
+HELLO_HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
+
+# What wrk sends, and what a browser sends: the two ends of a typical head.
+WRK = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+BROWSER = (
+    b"GET /items/42?page=2&sort=name HTTP/1.1\r\n"
+    b"Host: example.com\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n"
+    b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+    b"Accept-Language: en-GB,en;q=0.5\r\n"
+    b"Accept-Encoding: gzip, deflate, br\r\n"
+    b"Referer: https://example.com/items\r\n"
+    b"Cookie: sessionid=abc123def456; csrftoken=0123456789abcdef\r\n"
+    b"Connection: keep-alive\r\n"
+    b"Upgrade-Insecure-Requests: 1\r\n"
+    b"\r\n"
+)
+POST = (
+    b"POST /api/items HTTP/1.1\r\nHost: example.com\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 27\r\n\r\n"
+    b'{"name": "x", "price": 1.5}'
+)
+CORPUS = {"wrk": WRK, "browser": BROWSER, "post": POST}
+
+
+def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    start_response("200 OK", list(HELLO_HEADERS))
+    return [BODY]
+
+
+def make_service(app: Callable[..., Iterable[bytes]]) -> Service:
+    """A worker's Service, as ``Worker.make_service`` builds it with default settings."""
+    return Service(
+        app=app,
+        limits=Limits(),
+        keepalive=2.0,
+        header_timeout=10.0,
+        io_timeout=30.0,
+        server_headers=lambda: b"Date: Thu, 01 Jan 2026 00:00:00 GMT\r\nServer: forkserve\r\n",
+        heartbeat=lambda: None,
+        log=logging.getLogger("forkserve.error"),
+        access_log=None,
+        proxy=ProxyTrust(("127.0.0.1", "::1")),  # the --forwarded-allow-ips default
+    )
+
+
+def make_base() -> dict[str, Any]:
+    return base_environ(
+        server=("127.0.0.1", "8000"),
+        peer=("127.0.0.1", "40000"),  # trusted as a proxy by default, as on loopback
+        url_scheme="http",
+        multithread=False,
+        file_wrapper=FileWrapper,
+    )
+
+
+def socket_pair(tcp: bool) -> tuple[socket.socket, socket.socket]:
+    """(client, server) connected over loopback TCP or a Unix socket pair."""
+    if not tcp:
+        return socket.socketpair()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client, server
+
+
+def per_call(fn: Callable[[], object], n: int) -> float:
+    """Microseconds per call of ``fn``, best of three rounds of ``n`` calls."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, time.perf_counter() - start)
+    return best / n * 1e6
+
+
+# -- the steps -----------------------------------------------------------------
+
+
+def connection_loop(request: bytes, tcp: bool) -> Callable[[], object]:
+    """One request through Connection.on_readable(), client side included."""
+    client, server = socket_pair(tcp)
+    server.setblocking(False)
+    connection = Connection(server, make_base(), make_service(hello))
+
+    def one() -> None:
+        client.send(request)
+        if not connection.on_readable():
+            raise RuntimeError("the connection closed")
+        client.recv(65536)
+
+    return one
+
+
+def parse_only(request: bytes) -> Callable[[], object]:
+    parser = RequestParser()
+
+    def one() -> None:
+        parser.feed(request)
+        parser.next_request()
+        while parser.read_body(-1):
+            pass
+        parser.start_next()
+
+    return one
+
+
+def environ_only(request: bytes) -> Callable[[], object]:
+    parser = RequestParser()
+    parser.feed(request)
+    parsed = parser.next_request()
+    assert parsed is not None
+    base = make_base()
+    stream = InputStream(lambda size: b"")
+    return lambda: build_environ(base, parsed, stream)
+
+
+class NullTransport:
+    def send(self, data: bytes) -> None:
+        pass
+
+    def sendfile(self, file: IO[bytes], offset: int, count: int) -> int:
+        return 0
+
+
+def response_only(request: bytes) -> Callable[[], object]:
+    parser = RequestParser()
+    parser.feed(request)
+    parsed = parser.next_request()
+    assert parsed is not None
+    transport = NullTransport()
+    extra = b"Date: Thu, 01 Jan 2026 00:00:00 GMT\r\nServer: forkserve\r\n"
+    environ: dict[str, Any] = {}
+    return lambda: Exchange(parsed, transport, extra, True).run(hello, environ)
+
+
+# -- httptools, for comparison -------------------------------------------------
+
+
+def httptools_parse(request: bytes) -> Callable[[], object] | None:
+    """httptools collecting what a Request holds: method, URL, headers, framing."""
+    try:
+        import httptools  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+
+    class Collector:
+        def __init__(self) -> None:
+            self.headers: list[tuple[str, str]] = []
+            self.url = b""
+            self.body: list[bytes] = []
+            self.done = False
+
+        def on_url(self, url: bytes) -> None:
+            self.url = url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name.decode("latin-1").upper(), value.decode("latin-1")))
+
+        def on_body(self, body: bytes) -> None:
+            self.body.append(body)
+
+        def on_message_complete(self) -> None:
+            self.done = True
+
+    collector = Collector()
+    parser = httptools.HttpRequestParser(collector)
+
+    def one() -> None:
+        collector.headers = []
+        collector.body = []
+        parser.feed_data(request)
+        parsed = httptools.parse_url(collector.url)
+        (parser.get_method().decode(), parsed.path, parsed.query, parser.should_keep_alive())
+
+    return one
+
+
+# -- main ----------------------------------------------------------------------
+
+
+def report(n: int, tcp: bool, with_httptools: bool) -> None:
+    print(f"µs per call, best of 3 x {n} ({'TCP' if tcp else 'Unix'} socket pair for the full path)")
+    print(f"{'step':<28}" + "".join(f"{name:>10}" for name in CORPUS))
+    steps: list[tuple[str, Callable[[bytes], Callable[[], object] | None]]] = [
+        ("full request (socket pair)", lambda r: connection_loop(r, tcp)),
+        ("parser", parse_only),
+        ("build_environ", environ_only),
+        ("response (Exchange.run)", response_only),
+    ]
+    if with_httptools:
+        steps.append(("httptools parse", httptools_parse))
+    for label, make in steps:
+        cells = []
+        for request in CORPUS.values():
+            fn = make(request)
+            cells.append(f"{per_call(fn, n):>10.2f}" if fn is not None else f"{'n/a':>10}")
+        print(f"{label:<28}" + "".join(cells))
+
+
+def profile(n: int, tcp: bool, request: bytes) -> None:
+    one = connection_loop(request, tcp)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        one()
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=20000, help="calls per round")
+    parser.add_argument("--tcp", action="store_true", help="loopback TCP instead of a Unix socket pair")
+    parser.add_argument("--profile", action="store_true", help="cProfile the full path")
+    parser.add_argument("--request", choices=sorted(CORPUS), default="wrk", help="request for --profile")
+    parser.add_argument("--httptools", action="store_true", help="also time httptools on the corpus")
+    args = parser.parse_args()
+    if args.profile:
+        profile(args.n, args.tcp, CORPUS[args.request])
+    else:
+        report(args.n, args.tcp, args.httptools)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
