@@ -17,17 +17,41 @@ EXIT_ABORTED = 5  # the worker was aborted after a request timeout
 BOOT_FAILURES = (EXIT_BOOT_FAILURE, EXIT_APP_LOAD_ERROR)
 
 
+# What a new child does with each signal until it installs its own handlers.
+CHILD_SIGNALS = {
+    signal.SIGTERM: signal.SIG_DFL,
+    signal.SIGINT: signal.SIG_DFL,
+    signal.SIGQUIT: signal.SIG_DFL,
+    signal.SIGUSR1: signal.SIG_DFL,
+    signal.SIGCHLD: signal.SIG_DFL,
+    signal.SIGHUP: signal.SIG_IGN,
+    signal.SIGUSR2: signal.SIG_IGN,
+    signal.SIGTTIN: signal.SIG_IGN,
+    signal.SIGTTOU: signal.SIG_IGN,
+    signal.SIGWINCH: signal.SIG_IGN,
+}
+
+
 def fork_child(run: Callable[[], int]) -> int:
     """Fork; in the child run ``run()`` and always end in ``os._exit``.
 
     The child must never return into the master's stack (it would run the
     master's loop and cleanup a second time), whatever ``run`` raises.
+    Signals are blocked across the fork: a signal that reached the new
+    child before it dropped the master's handlers would be written to the
+    master's wakeup pipe, and the master would act on it as its own.
     """
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return pid
     code = 1
     try:
+        signal.set_wakeup_fd(-1)
+        for signum, action in CHILD_SIGNALS.items():
+            signal.signal(signum, action)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         code = run()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
