@@ -161,6 +161,8 @@ def environ_only(request: bytes) -> Callable[[], object]:
 
 
 class NullTransport:
+    closing = False
+
     def send(self, data: bytes) -> None:
         pass
 

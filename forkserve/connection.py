@@ -137,6 +137,11 @@ class Connection:
     def peer(self) -> str:
         return f"{self.base_environ['REMOTE_ADDR']}:{self.base_environ['REMOTE_PORT']}"
 
+    @property
+    def closing(self) -> bool:
+        """Is the worker leaving? Then the next response head says Connection: close."""
+        return self.service.closing
+
     # -- event loop entry points -----------------------------------------
 
     def on_readable(self) -> bool:

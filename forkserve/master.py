@@ -452,5 +452,10 @@ class Master:
         self.remove_pidfile()
         run_hook(self.settings, "on_exit", self)
         self.log.info("Shutting down: master %d", self.pid)
+        # Python restores the default handlers while it shuts down, so a late
+        # stop signal (an impatient operator, systemd) would turn this clean
+        # exit into death by signal.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(signum, signal.SIG_IGN)
         assert self.exit_code is not None
         return self.exit_code

@@ -100,6 +100,7 @@ class Worker:
         self.master_pid = os.getpid()
         self.log = logging.getLogger("forkserve.error")
         self.alive = True
+        self.service: Service | None = None  # set once serving
         self.pid = 0  # set in the master after the fork
         # Kept by the master about this worker:
         self.generation = 0
@@ -155,6 +156,10 @@ class Worker:
     def handle_term(self, signum: int, frame: FrameType | None) -> None:
         """Graceful stop: serve what is queued and in flight, then leave."""
         self.alive = False
+        if self.service is not None:
+            # A response whose head is not yet written says Connection: close,
+            # so its client does not keep the leaving worker busy.
+            self.service.closing = True
 
     def handle_quit(self, signum: int, frame: FrameType | None) -> None:
         """Quick stop: leave now, even in the middle of a request."""
@@ -215,7 +220,7 @@ class Worker:
         )
 
     def serve(self, app: Callable[..., Iterable[bytes]]) -> None:
-        service = self.make_service(app)
+        service = self.service = self.make_service(app)
         self.poller = select.epoll()
         self.connections: dict[int, Connection] = {}
         self.by_fd = {listener.sock.fileno(): listener for listener in self.listeners}

@@ -20,6 +20,9 @@ from .http.response import LAST_CHUNK, Framing, ResponseHead, build_head, chunk
 
 
 class Transport(Protocol):
+    @property
+    def closing(self) -> bool: ...
+
     def send(self, data: bytes) -> None: ...
 
     def sendfile(self, file: IO[bytes], offset: int, count: int) -> int: ...
@@ -152,7 +155,7 @@ class Exchange:
             self.headers,
             version=request.version,
             method=request.method,
-            keep_alive=self.keep_alive,
+            keep_alive=self.keep_alive and not self.transport.closing,
             body_length=body_length,
             extra=self.server_headers,
         )
