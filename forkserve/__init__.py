@@ -8,9 +8,11 @@ Follow one request through the modules in this order:
 4. ``master``      fork workers, handle signals, reap, respawn
    (``process``, ``heartbeat``: forking and proof of life)
 5. ``worker``      after the fork: load the app, epoll loop, accept
+   (``balance``: connections spread evenly over the workers)
 6. ``connection``  one client socket: bytes in, app call, bytes out
 7. ``http``        sans-IO protocol: ``parser`` + ``body`` (requests in),
-   ``response`` (response heads out), ``errors``, ``grammar``
+   ``response`` (response heads out), ``errors``, ``grammar``,
+   ``memo`` (remembered checks)
 8. ``environ``     ``build_environ()``: parsed request -> WSGI environ
 9. ``streams``     ``wsgi.input``
 10. ``wsgi``       one app call: start_response, write(), close(), file_wrapper

@@ -47,7 +47,7 @@ from .http.errors import HTTPError
 from .http.parser import Limits, Request, RequestParser
 from .http.response import simple_response
 from .proxy import ProxyTrust, apply_forwarded, parse_proxy_protocol
-from .streams import InputStream
+from .streams import EMPTY_INPUT, InputStream
 from .wsgi import Exchange
 
 RECV_SIZE = 65536
@@ -79,6 +79,10 @@ class Phase(Enum):
     DRAIN = "drain"
     LINGER = "linger"
     CLOSED = "closed"
+
+    # Members are singletons: hash by identity. Enum's own __hash__ is Python
+    # code, and advance() looks a phase up twice per request.
+    __hash__ = object.__hash__
 
 
 @dataclass(slots=True)
@@ -147,7 +151,8 @@ class Connection:
     def on_readable(self) -> bool:
         """Read what arrived and serve every request it completes; False to close."""
         try:
-            data = self.recv()
+            # Plain sockets skip recv()'s TLS bookkeeping: this runs once per request.
+            data = self.recv() if self.tls else self.sock.recv(RECV_SIZE)
         except WANT_READ:
             return True
         except OSError as exc:  # a failed TLS handshake lands here too
@@ -265,7 +270,7 @@ class Connection:
         self.idle = True
         self.request = None
         self.deadline = time.monotonic() + self.service.keepalive
-        return True
+        return bool(self.parser.buffer)  # go on only if a pipelined request is waiting
 
     def linger(self) -> bool:
         """Close our side but keep reading a little, so the client sees our answer.
@@ -356,13 +361,15 @@ class Connection:
         service.requests += 1
         if service.max_requests and service.requests >= service.max_requests:
             service.closing = True  # this is the last one: say so in its response
-        started = time.perf_counter()
+        started = time.perf_counter() if service.access_log is not None else 0.0
         keep_alive = request.keep_alive and service.keepalive > 0 and not service.closing
         exchange = self.exchange = Exchange(request, self, service.server_headers(), keep_alive)
         self.continue_sent = False
         self.body_error = None
         self.broken = False
-        environ = build_environ(self.base_environ, request, InputStream(self.receive_body))
+        has_body = request.chunked or request.content_length
+        body = InputStream(self.receive_body) if has_body else EMPTY_INPUT
+        environ = build_environ(self.base_environ, request, body)
         if self.trusted:
             apply_forwarded(environ, service.proxy)  # type: ignore[arg-type]
         if service.pre_request is not None:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from . import logs, systemd
+from .balance import Scoreboard
 from .heartbeat import Heartbeat
 from .hooks import run_hook
 from .process import BOOT_FAILURES, describe_exit, fork_child, set_title
@@ -86,6 +87,7 @@ class Master:
         self.origin = origin or Origin()
         self.wanted = settings.worker_count
         self.workers: dict[int, Worker] = {}
+        self.scoreboard = Scoreboard()
         self.generation = 0
         self.reloading: Reload | None = None
         self.log = logs.error_logger()
@@ -233,7 +235,8 @@ class Master:
             run_hook(self.settings, "nworkers_changed", self, wanted, old)
 
     def spawn(self) -> None:
-        worker = Worker(self.next_number, self.settings, self.listeners, Heartbeat(), self.app, self.tls)
+        seat, heartbeat = self.scoreboard.claim(), Heartbeat()
+        worker = Worker(self.next_number, self.settings, self.listeners, heartbeat, seat, self.app, self.tls)
         worker.generation = self.generation
         worker.watch_files = self.settings.reload and not any(w.watch_files for w in self.current_workers())
         self.next_number += 1
@@ -277,6 +280,7 @@ class Master:
             if worker is None:
                 continue
             worker.heartbeat.close()
+            self.scoreboard.release(worker.seat)
             self.explain_exit(worker, status)
             run_hook(self.settings, "child_exit", self, worker)
 

@@ -36,8 +36,20 @@ class ProxyTrust:
     def __init__(self, allowed: Sequence[str]) -> None:
         self.everyone = "*" in allowed
         self.networks: list[Network] = [ipaddress.ip_network(a, strict=False) for a in allowed if a != "*"]
+        # Verdicts by address: a server sees the same few peers over and over,
+        # and parsing an address costs microseconds on every new connection.
+        self.verdicts: dict[str, bool] = {}
 
     def trusts(self, address: str) -> bool:
+        verdict = self.verdicts.get(address)
+        if verdict is None:
+            verdict = self.decide(address)
+            if len(self.verdicts) >= 1024:
+                self.verdicts.clear()
+            self.verdicts[address] = verdict
+        return verdict
+
+    def decide(self, address: str) -> bool:
         if not address:  # a unix socket peer
             return True
         if self.everyone:

@@ -76,3 +76,24 @@ class InputStream:
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
             yield line
+
+
+class EmptyInput:
+    """wsgi.input of a request without a body: always at its end, so one serves all."""
+
+    __slots__ = ()
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+
+EMPTY_INPUT = EmptyInput()

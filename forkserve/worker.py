@@ -25,6 +25,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from .apploader import AppLoadError, load_app
+from .balance import Seat
 from .connection import Connection, Phase, RequestAborted, Service
 from .environ import base_environ
 from .heartbeat import Heartbeat
@@ -49,7 +50,7 @@ from .wsgi import FileWrapper
 if TYPE_CHECKING:
     from .master import Master
 
-ACCEPT_BATCH = 16  # connections taken per wake-up: fewer epoll rounds under load
+ACCEPT_BATCH = 4  # connections taken per wake-up: fewer epoll rounds when they pour in
 BACKLOG_DRAIN = 4096  # at most this many queued connections taken when stopping
 
 
@@ -88,6 +89,7 @@ class Worker:
         settings: Settings,
         listeners: list[Listener],
         heartbeat: Heartbeat,
+        seat: Seat,
         app: Callable[..., Iterable[bytes]] | None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -95,6 +97,7 @@ class Worker:
         self.settings = settings
         self.listeners = listeners
         self.heartbeat = heartbeat
+        self.seat = seat
         self.app = app
         self.tls = tls
         self.master_pid = os.getpid()
@@ -225,10 +228,13 @@ class Worker:
         self.connections: dict[int, Connection] = {}
         self.by_fd = {listener.sock.fileno(): listener for listener in self.listeners}
         self.servers = {fd: listener.server_name for fd, listener in self.by_fd.items()}
-        for fd, listener in self.by_fd.items():
+        for listener in self.listeners:
             listener.sock.setblocking(False)
-            # EPOLLEXCLUSIVE: one connection wakes one worker, not all of them.
-            self.poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            if listener.sock.family != socket.AF_UNIX:
+                # Accepted sockets inherit it (Linux): one call here, none per connection.
+                listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.watch_listeners()
+        self.seat.publish(0)
         self.poller.register(self.wakeup_r, select.EPOLLIN)
         self.threads: RequestThreads | None = None
         if self.settings.threads > 1:
@@ -244,6 +250,23 @@ class Worker:
             if time.monotonic() >= next_sweep:
                 next_sweep = self.sweep(service)
         self.leave(service)
+
+    def watch_listeners(self) -> None:
+        for fd in self.by_fd:
+            # EPOLLEXCLUSIVE: one connection wakes one worker, not all of them.
+            self.poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+
+    def unwatch_listeners(self) -> None:
+        for fd in self.by_fd:
+            self.poller.unregister(fd)
+
+    def step_back(self) -> None:
+        """Go to the back of the kernel's queue of workers to wake (see balance.py)."""
+        self.unwatch_listeners()
+        self.watch_listeners()
+
+    def open_connections(self) -> int:
+        return len(self.connections) + (len(self.threads.running) if self.threads else 0)
 
     def poll_once(self, service: Service, timeout: float) -> None:
         connections = self.connections
@@ -275,7 +298,7 @@ class Worker:
     def resume(self, connection: Connection) -> None:
         """A request thread is done with this connection: watch it again, or close it."""
         if connection.phase is Phase.CLOSED or connection.aborted:
-            connection.close()
+            self.drop(connection)
             return
         fd = connection.sock.fileno()
         self.connections[fd] = connection
@@ -303,11 +326,7 @@ class Worker:
                 self.log.warning("accept() failed: %s", exc)
                 return
             sock.setblocking(False)
-            if tcp:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                peer = (addr[0], str(addr[1]))
-            else:
-                peer = ("", "")
+            peer = (addr[0], str(addr[1])) if tcp else ("", "")
             if self.tls is not None:
                 # The handshake runs inside the first reads, without blocking.
                 sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -319,21 +338,28 @@ class Worker:
                 file_wrapper=FileWrapper,
             )
             connection = Connection(sock, environ, service)
+            # Decided before serving it: its client may connect again meanwhile.
+            stepping_back = self.seat.should_step_back(self.open_connections() + 1)
+            if stepping_back:
+                self.step_back()
             # The request often arrives with the handshake: try it before epoll.
             alive = connection.on_readable()
             if self.handed_off(connection):
-                continue  # a request thread has it; resume() takes it back
-            if alive:
+                pass  # a request thread has it; resume() takes it back
+            elif alive:
                 self.connections[sock.fileno()] = connection
                 self.poller.register(sock.fileno(), select.EPOLLIN)
             else:
-                connection.close()
+                self.drop(connection)
+            if stepping_back:
+                return
 
     def drop(self, connection: Connection) -> None:
         fd = connection.sock.fileno()
         if self.connections.pop(fd, None) is not None:
             self.poller.unregister(fd)
         connection.close()
+        self.seat.publish(self.open_connections())
 
     def sweep(self, service: Service) -> float:
         """Once a second: expire connections, watch memory, notice a lost master."""
@@ -369,6 +395,8 @@ class Worker:
         --graceful-timeout.
         """
         service.closing = True
+        self.seat.leave()
+        self.unwatch_listeners()
         if self.alive:
             self.log.info("Worker %d leaving after %d requests", self.pid, service.requests)
             self.heartbeat.mark_leaving()
@@ -376,8 +404,6 @@ class Worker:
         else:
             for fd in self.by_fd:
                 self.accept(fd, service, BACKLOG_DRAIN)
-        for fd in self.by_fd:
-            self.poller.unregister(fd)
         deadline = time.monotonic() + self.settings.graceful_timeout
         while (self.connections or (self.threads and self.threads.busy)) and time.monotonic() < deadline:
             self.heartbeat.beat()
