@@ -27,6 +27,16 @@ def test_trust_by_address_range_star_and_unix():
     assert ProxyTrust(["*"]).trusts("203.0.113.9")
 
 
+def test_remembered_verdicts_stay_right_and_bounded():
+    trust = ProxyTrust(["10.0.0.0/8"])
+    for _ in range(2):  # the second round answers from the table
+        assert trust.trusts("10.9.9.9") and not trust.trusts("192.0.2.1")
+    for n in range(5000):  # a client sending endless addresses
+        assert not trust.trusts(f"192.0.{n // 256 % 256}.{n % 256}x")
+    assert len(trust.verdicts) <= 1024
+    assert trust.trusts("10.9.9.9") and not trust.trusts("192.0.2.1")
+
+
 def test_x_forwarded_headers_from_a_trusted_proxy():
     env = environ(
         HTTP_X_FORWARDED_FOR="203.0.113.7",
