@@ -13,13 +13,14 @@ memory the master shares with the whole pool (the ``Scoreboard``; one
 ``Seat`` per worker). On accepting, a worker that holds more than the
 least loaded of the others steps to the back of the queue (it stops and
 starts watching the listening sockets again), and the kernel wakes the
-next one. Every worker always watches, so no connection ever waits for a
-worker to look again.
+next one; and when told of waiting connections it takes one per turn of
+its loop instead of a batch, so that a less loaded worker that was told
+too gets the larger share. Every worker always watches and always takes
+what it is told of, so balancing never leaves a connection waiting.
 
-Known limit: connections that are already queued when a worker steps
-back still go to that worker, as only it was woken for them; a burst of
-connects that all land before any worker runs is spread by the
-scheduler, not by the scoreboard.
+Known limit: connections queued while one worker alone was waiting in
+epoll were announced to it alone (a burst of connects landing before any
+other worker runs), and it takes them all, one per turn.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Seat:
             self.entries[self.index] = 0
             self.index = 0  # and it publishes no more (the master's copy keeps the index)
 
-    def should_step_back(self, connections: int) -> bool:
+    def someone_holds_fewer(self, connections: int) -> bool:
         """Publish this worker's load; does another worker hold fewer connections?"""
         if not self.index:
             return False

@@ -233,14 +233,14 @@ class Worker:
             if listener.sock.family != socket.AF_UNIX:
                 # Accepted sockets inherit it (Linux): one call here, none per connection.
                 listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.watch_listeners()
-        self.seat.publish(0)
         self.poller.register(self.wakeup_r, select.EPOLLIN)
         self.threads: RequestThreads | None = None
         if self.settings.threads > 1:
             self.threads = RequestThreads(self.settings.threads)
             self.poller.register(self.threads.done_r, select.EPOLLIN)
             service.dispatch = self.dispatch
+        self.watch_listeners()
+        self.seat.publish(0)
         poll_timeout = min(1.0, self.settings.timeout / 4) if self.settings.timeout else 1.0
         next_sweep = time.monotonic() + 1.0
         beat = self.heartbeat.beat
@@ -276,12 +276,17 @@ class Worker:
                 if not connection.on_readable() and not self.handed_off(connection):
                     self.drop(connection)
             elif fd in self.by_fd:
-                self.accept(fd, service, ACCEPT_BATCH)
+                self.on_listener(fd, service)
             elif fd == self.wakeup_r:
                 os.read(self.wakeup_r, 512)
             elif self.threads is not None and fd == self.threads.done_r:
                 for done in self.threads.collect():
                     self.resume(done)
+
+    def on_listener(self, fd: int, service: Service) -> None:
+        """Connections are waiting: take a batch, or just one if another worker holds fewer."""
+        lighter_exists = self.seat.someone_holds_fewer(self.open_connections())
+        self.accept(fd, service, 1 if lighter_exists else ACCEPT_BATCH)
 
     def dispatch(self, connection: Connection, request: Request) -> None:
         """--threads: hand a connection with a request ready to a request thread."""
@@ -339,7 +344,7 @@ class Worker:
             )
             connection = Connection(sock, environ, service)
             # Decided before serving it: its client may connect again meanwhile.
-            stepping_back = self.seat.should_step_back(self.open_connections() + 1)
+            stepping_back = self.seat.someone_holds_fewer(self.open_connections() + 1)
             if stepping_back:
                 self.step_back()
             # The request often arrives with the handshake: try it before epoll.

@@ -15,11 +15,11 @@ from forkserve.balance import Scoreboard
 def test_a_worker_steps_back_only_when_another_holds_fewer_connections():
     board = Scoreboard()
     first, second = board.claim(), board.claim()
-    assert first.should_step_back(3) is False  # the second has not started serving
+    assert first.someone_holds_fewer(3) is False  # the second has not started serving
     second.publish(0)
-    assert first.should_step_back(1) is True
-    assert second.should_step_back(1) is False  # a tie keeps the turn
-    assert second.should_step_back(2) is True
+    assert first.someone_holds_fewer(1) is True
+    assert second.someone_holds_fewer(1) is False  # a tie keeps the turn
+    assert second.someone_holds_fewer(2) is True
 
 
 def test_a_leaving_or_exited_worker_is_not_counted():
@@ -27,16 +27,16 @@ def test_a_leaving_or_exited_worker_is_not_counted():
     first, second, third = board.claim(), board.claim(), board.claim()
     second.publish(0)
     third.publish(5)
-    assert first.should_step_back(1) is True
+    assert first.someone_holds_fewer(1) is True
     second.leave()
-    assert first.should_step_back(1) is False  # only the third, with 5, is left
+    assert first.someone_holds_fewer(1) is False  # only the third, with 5, is left
     second.publish(0)  # a seat that left publishes no more
-    assert first.should_step_back(1) is False
+    assert first.someone_holds_fewer(1) is False
     board.release(third)
-    assert first.should_step_back(9) is False
+    assert first.someone_holds_fewer(9) is False
     reused = board.claim()
     assert reused.index == third.index  # the freed seat is handed out again
-    assert reused.should_step_back(0) is False
+    assert reused.someone_holds_fewer(0) is False
 
 
 def test_seats_run_out_gracefully():
@@ -44,7 +44,7 @@ def test_seats_run_out_gracefully():
     seats = [board.claim() for _ in range(len(board.entries) - 1)]
     spare = board.claim()
     assert spare.index == 0  # no seat left: balancing is off for this worker
-    assert spare.should_step_back(100) is False
+    assert spare.someone_holds_fewer(100) is False
     board.release(seats[0])
     assert board.claim().index == seats[0].index
 
