@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import sys
 from dataclasses import dataclass
 
 UPGRADE_FDS = "FORKSERVE_FDS"  # the listening fds a new master inherits on SIGUSR2
@@ -53,6 +54,15 @@ class Listener:
             return "localhost", ""
         host, port = self.sock.getsockname()[:2]
         return host, str(port)
+
+    def waiting(self) -> int | None:
+        """How many connections wait in the accept queue (TCP only; else None)."""
+        if self.sock.family == socket.AF_UNIX:
+            return None
+        # struct tcp_info: on a listening socket, tcpi_unacked (offset 24) is the
+        # accept queue's length (Linux).
+        info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        return int.from_bytes(info[24:28], sys.byteorder)
 
     def close(self, remove_file: bool = True) -> None:
         self.sock.close()

@@ -11,6 +11,7 @@ its master is gone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -25,7 +26,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from .apploader import AppLoadError, load_app
-from .balance import Seat
+from .balance import Seat, fair_share
 from .connection import Connection, Phase, RequestAborted, Service
 from .environ import base_environ
 from .heartbeat import Heartbeat
@@ -50,7 +51,8 @@ from .wsgi import FileWrapper
 if TYPE_CHECKING:
     from .master import Master
 
-ACCEPT_BATCH = 4  # connections taken per wake-up: fewer epoll rounds when they pour in
+ACCEPT_BATCH = 4  # connections taken per wake-up when the queue's length is unknown
+STEP_ASIDE = 0.01  # seconds a worker holding more than its share leaves waiting connections to others
 BACKLOG_DRAIN = 4096  # at most this many queued connections taken when stopping
 
 
@@ -239,6 +241,13 @@ class Worker:
             self.threads = RequestThreads(self.settings.threads)
             self.poller.register(self.threads.done_r, select.EPOLLIN)
             service.dispatch = self.dispatch
+        self.watching = False
+        self.aside_until = 0.0  # while stepped aside: when to watch the listeners again
+        self.may_step_aside = True
+        nudges = self.seat.listen_for_nudges()
+        self.nudge_fd = nudges.fileno() if nudges is not None else -1
+        if nudges is not None:
+            self.poller.register(self.nudge_fd, select.EPOLLIN)
         self.watch_listeners()
         self.seat.publish(0)
         poll_timeout = min(1.0, self.settings.timeout / 4) if self.settings.timeout else 1.0
@@ -246,24 +255,39 @@ class Worker:
         beat = self.heartbeat.beat
         while self.alive and not service.closing:
             beat()
-            self.poll_once(service, poll_timeout)
-            if time.monotonic() >= next_sweep:
+            self.poll_once(service, STEP_ASIDE if self.aside_until else poll_timeout)
+            now = time.monotonic()
+            if self.aside_until and now >= self.aside_until:
+                self.rejoin()
+            if now >= next_sweep:
                 next_sweep = self.sweep(service)
         self.leave(service)
 
     def watch_listeners(self) -> None:
+        if self.watching:
+            return
+        self.watching = True
         for fd in self.by_fd:
             # EPOLLEXCLUSIVE: one connection wakes one worker, not all of them.
             self.poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
 
     def unwatch_listeners(self) -> None:
+        if not self.watching:
+            return
+        self.watching = False
         for fd in self.by_fd:
             self.poller.unregister(fd)
 
+    def rejoin(self) -> None:
+        """End a step aside: watch the listening sockets again."""
+        self.aside_until = 0.0
+        self.watch_listeners()
+
     def step_back(self) -> None:
         """Go to the back of the kernel's queue of workers to wake (see balance.py)."""
-        self.unwatch_listeners()
-        self.watch_listeners()
+        if self.watching:
+            self.unwatch_listeners()
+            self.watch_listeners()
 
     def open_connections(self) -> int:
         return len(self.connections) + (len(self.threads.running) if self.threads else 0)
@@ -279,14 +303,45 @@ class Worker:
                 self.on_listener(fd, service)
             elif fd == self.wakeup_r:
                 os.read(self.wakeup_r, 512)
+            elif fd == self.nudge_fd:
+                self.on_nudge(service)
             elif self.threads is not None and fd == self.threads.done_r:
                 for done in self.threads.collect():
                     self.resume(done)
 
     def on_listener(self, fd: int, service: Service) -> None:
-        """Connections are waiting: take a batch, or just one if another worker holds fewer."""
-        lighter_exists = self.seat.someone_holds_fewer(self.open_connections())
-        self.accept(fd, service, 1 if lighter_exists else ACCEPT_BATCH)
+        """Connections are waiting: take this worker's fair share of them."""
+        self.accept(fd, service, self.fair_share(self.by_fd[fd]))
+
+    def fair_share(self, listener: Listener) -> int:
+        """How many of the waiting connections to take now (see balance.py)."""
+        mine = self.open_connections()
+        waiting = listener.waiting()
+        if waiting is None:  # no queue length (Unix sockets): a batch, or one if another holds fewer
+            return 1 if self.seat.someone_holds_fewer(mine) else ACCEPT_BATCH
+        plan = fair_share(mine, waiting, self.seat.others())
+        if not plan.nudge:
+            self.may_step_aside = True  # the queue is drained
+            return plan.take
+        self.seat.nudge(plan.nudge)
+        if plan.over and self.may_step_aside:
+            # Leave them to the worker just nudged, for a moment. If they still
+            # wait after that, it takes them (no second step aside until the
+            # queue has drained), so a stuck sibling delays them only once.
+            self.unwatch_listeners()
+            self.aside_until = time.monotonic() + STEP_ASIDE
+            self.may_step_aside = False
+            return 0
+        return plan.take
+
+    def on_nudge(self, service: Service) -> None:
+        """Another worker saw more connections waiting than its share: take ours."""
+        assert self.seat.nudges is not None
+        with contextlib.suppress(BlockingIOError):
+            while self.seat.nudges.recv(16):
+                pass
+        for fd in self.by_fd:
+            self.on_listener(fd, service)
 
     def dispatch(self, connection: Connection, request: Request) -> None:
         """--threads: hand a connection with a request ready to a request thread."""
@@ -322,6 +377,7 @@ class Worker:
         listener = self.by_fd[fd]
         server = self.servers[fd]
         tcp = listener.sock.family != socket.AF_UNIX
+        stepped_back = False
         for _ in range(batch):
             try:
                 sock, addr = listener.sock.accept()
@@ -344,9 +400,9 @@ class Worker:
             )
             connection = Connection(sock, environ, service)
             # Decided before serving it: its client may connect again meanwhile.
-            stepping_back = self.seat.someone_holds_fewer(self.open_connections() + 1)
-            if stepping_back:
+            if not stepped_back and self.seat.someone_holds_fewer(self.open_connections() + 1):
                 self.step_back()
+                stepped_back = True
             # The request often arrives with the handshake: try it before epoll.
             alive = connection.on_readable()
             if self.handed_off(connection):
@@ -356,15 +412,16 @@ class Worker:
                 self.poller.register(sock.fileno(), select.EPOLLIN)
             else:
                 self.drop(connection)
-            if stepping_back:
-                return
 
     def drop(self, connection: Connection) -> None:
         fd = connection.sock.fileno()
         if self.connections.pop(fd, None) is not None:
             self.poller.unregister(fd)
         connection.close()
-        self.seat.publish(self.open_connections())
+        if self.aside_until and not self.seat.someone_holds_fewer(self.open_connections()):
+            self.rejoin()  # no longer holds more than the others
+        else:
+            self.seat.publish(self.open_connections())
 
     def sweep(self, service: Service) -> float:
         """Once a second: expire connections, watch memory, notice a lost master."""
@@ -400,6 +457,9 @@ class Worker:
         --graceful-timeout.
         """
         service.closing = True
+        if self.nudge_fd >= 0:
+            self.poller.unregister(self.nudge_fd)
+            self.nudge_fd = -1
         self.seat.leave()
         self.unwatch_listeners()
         if self.alive:
