@@ -108,7 +108,7 @@ class Scoreboard:
 class Seat:
     """One worker's entry on the scoreboard."""
 
-    def __init__(self, entries: memoryview, index: int, pool: str = "") -> None:
+    def __init__(self, entries: memoryview, index: int, pool: str) -> None:
         self.entries = entries
         self.index = index
         self.pool = pool
