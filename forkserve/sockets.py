@@ -61,7 +61,10 @@ class Listener:
             return None
         # struct tcp_info: on a listening socket, tcpi_unacked (offset 24) is the
         # accept queue's length (Linux).
-        info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        except OSError:  # a kernel or sandbox without it: balancing falls back to batches
+            return None
         return int.from_bytes(info[24:28], sys.byteorder)
 
     def close(self, remove_file: bool = True) -> None:
