@@ -311,9 +311,9 @@ class Worker:
 
     def on_listener(self, fd: int, service: Service) -> None:
         """Connections are waiting: take this worker's fair share of them."""
-        self.accept(fd, service, self.fair_share(self.by_fd[fd]))
+        self.accept(fd, service, self.how_many_to_take(self.by_fd[fd]))
 
-    def fair_share(self, listener: Listener) -> int:
+    def how_many_to_take(self, listener: Listener) -> int:
         """How many of the waiting connections to take now (see balance.py)."""
         mine = self.open_connections()
         waiting = listener.waiting()
@@ -326,8 +326,8 @@ class Worker:
         self.seat.nudge(plan.nudge)
         if plan.over and self.may_step_aside:
             # Leave them to the worker just nudged, for a moment. If they still
-            # wait after that, it takes them (no second step aside until the
-            # queue has drained), so a stuck sibling delays them only once.
+            # wait after that, this worker takes them (no second step aside
+            # until the queue has drained): a stuck sibling delays them once.
             self.unwatch_listeners()
             self.aside_until = time.monotonic() + STEP_ASIDE
             self.may_step_aside = False

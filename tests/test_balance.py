@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import time
 from collections import Counter
@@ -202,4 +204,31 @@ def test_new_connections_go_to_the_worker_whose_clients_left(serve):
         assert abs(totals[emptied] - totals[other]) <= 1, (by_pid, counts)
     finally:
         for sock in by_pid[other] + more:
+            sock.close()
+
+
+def test_a_worker_that_stepped_aside_takes_the_connections_a_stuck_sibling_leaves(serve):
+    """The worker holding more leaves waiting connections to the least loaded
+    one, but only for a moment: if that one never comes, it takes them."""
+    server = serve("supervised:app", "--workers", "2")
+    _serving_pids(server, 2)
+    held, _ = _hold_connections(server, 20)
+    by_pid: dict[int, list[socket.socket]] = {}
+    for sock in held:
+        by_pid.setdefault(_pid_of_one_request(sock), []).append(sock)
+    stuck, busy = sorted(by_pid, key=lambda pid: len(by_pid[pid]))
+    for sock in by_pid.pop(stuck):
+        sock.close()  # the stuck one holds none: it is the one to leave connections to
+    time.sleep(0.3)  # let it read its clients' EOFs
+    waiting: list[socket.socket] = []
+    os.kill(stuck, signal.SIGSTOP)
+    os.kill(busy, signal.SIGSTOP)
+    try:
+        waiting += [server.connect() for _ in range(4)]  # queued while neither runs
+        os.kill(busy, signal.SIGCONT)  # it holds 8 or more above the stuck one: it steps aside
+        assert [_pid_of_one_request(sock) for sock in waiting] == [busy] * 4
+    finally:
+        os.kill(stuck, signal.SIGCONT)
+        os.kill(busy, signal.SIGCONT)
+        for sock in by_pid[busy] + waiting:
             sock.close()
