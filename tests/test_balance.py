@@ -143,6 +143,20 @@ def _hold_connections(server, count: int) -> tuple[list[socket.socket], Counter]
     return held, pids
 
 
+def _empty_one_worker(server, count: int) -> tuple[int, int, list[socket.socket]]:
+    """Hold ``count`` keep-alive connections over two workers, then close all
+    of the one holding fewer: (its pid, the other's pid, the other's connections)."""
+    held, _ = _hold_connections(server, count)
+    by_pid: dict[int, list[socket.socket]] = {}
+    for sock in held:
+        by_pid.setdefault(_pid_of_one_request(sock), []).append(sock)
+    emptied, other = sorted(by_pid, key=lambda pid: len(by_pid[pid]))
+    for sock in by_pid[emptied]:
+        sock.close()
+    time.sleep(0.3)  # let the emptied worker read its clients' EOFs
+    return emptied, other, by_pid[other]
+
+
 def test_keep_alive_connections_are_spread_evenly(serve):
     server = serve("supervised:app", "--workers", "3")
     pids = _serving_pids(server, 3)
@@ -188,22 +202,15 @@ def test_a_burst_of_connections_is_spread_over_the_workers(serve):
 def test_new_connections_go_to_the_worker_whose_clients_left(serve):
     server = serve("supervised:app", "--workers", "2")
     _serving_pids(server, 2)
-    held, _ = _hold_connections(server, 8)
-    by_pid: dict[int, list[socket.socket]] = {}
-    for sock in held:
-        by_pid.setdefault(_pid_of_one_request(sock), []).append(sock)
-    emptied, other = sorted(by_pid)
-    for sock in by_pid[emptied]:
-        sock.close()
-    time.sleep(0.3)  # let the emptied worker read its clients' EOFs
+    emptied, other, kept = _empty_one_worker(server, 8)
     more, counts = _hold_connections(server, 5)
     try:
         # Taking turns would leave 6 or 7 against 2 or 3; the load decides. (The
         # first may still go to the fuller worker if it has the kernel's turn.)
-        totals = Counter({other: len(by_pid[other])}) + counts
-        assert abs(totals[emptied] - totals[other]) <= 1, (by_pid, counts)
+        totals = Counter({other: len(kept)}) + counts
+        assert abs(totals[emptied] - totals[other]) <= 1, (len(kept), counts)
     finally:
-        for sock in by_pid[other] + more:
+        for sock in kept + more:
             sock.close()
 
 
@@ -212,14 +219,7 @@ def test_a_worker_that_stepped_aside_takes_the_connections_a_stuck_sibling_leave
     one, but only for a moment: if that one never comes, it takes them."""
     server = serve("supervised:app", "--workers", "2")
     _serving_pids(server, 2)
-    held, _ = _hold_connections(server, 20)
-    by_pid: dict[int, list[socket.socket]] = {}
-    for sock in held:
-        by_pid.setdefault(_pid_of_one_request(sock), []).append(sock)
-    stuck, busy = sorted(by_pid, key=lambda pid: len(by_pid[pid]))
-    for sock in by_pid.pop(stuck):
-        sock.close()  # the stuck one holds none: it is the one to leave connections to
-    time.sleep(0.3)  # let it read its clients' EOFs
+    stuck, busy, kept = _empty_one_worker(server, 20)  # the stuck one holds none
     waiting: list[socket.socket] = []
     os.kill(stuck, signal.SIGSTOP)
     os.kill(busy, signal.SIGSTOP)
@@ -230,5 +230,5 @@ def test_a_worker_that_stepped_aside_takes_the_connections_a_stuck_sibling_leave
     finally:
         os.kill(stuck, signal.SIGCONT)
         os.kill(busy, signal.SIGCONT)
-        for sock in by_pid[busy] + waiting:
+        for sock in kept + waiting:
             sock.close()
