@@ -167,9 +167,6 @@ class Seat:
         """Publish this worker's load; does another worker hold fewer connections?"""
         if not self.index:
             return False
-        entries = self.entries
-        entries[self.index] = connections + 1
-        values = entries[_FIRST_SEAT : entries[_HIGH_WATER]].tolist()
-        values[self.index - _FIRST_SEAT] = 0  # not our own
-        others = [value - 1 for value in values if value]
-        return bool(others) and connections > min(others)
+        self.publish(connections)
+        others = self.others()
+        return bool(others) and connections > min(others)[0]
