@@ -185,8 +185,15 @@ class Settings:
         "sync",
         "-k",
         "--worker-class",
-        help="Accepted for Gunicorn configs: 'sync', or 'gthread' (use --threads).",
-        choices=("sync", "gthread"),
+        help="How a worker runs requests: 'sync' (an event loop; --threads for a thread pool), "
+        "'gthread' (the same, for Gunicorn configs), or 'gevent' (a greenlet per connection).",
+        choices=("sync", "gthread", "gevent"),
+    )
+    worker_connections: int = setting(
+        1000,
+        "--worker-connections",
+        help="Most client connections one worker holds at once.",
+        check=at_least(1),
     )
     timeout: float = setting(
         30.0,
@@ -330,6 +337,31 @@ class Settings:
     logconfig: str = setting("", "--log-config", help="A logging fileConfig file; takes over logging.")
     logconfig_dict: dict[str, Any] | None = setting(
         None, help="A logging dictConfig dictionary (config file only); takes over logging."
+    )
+    logconfig_json: str = setting(
+        "", "--log-config-json", help="A JSON file holding a logging dictConfig; takes over logging."
+    )
+    capture_output: bool = setting(
+        False, "--capture-output", help="Send the app's stdout and stderr to the error log file."
+    )
+    enable_stdio_inheritance: bool = setting(
+        False,
+        "-R",
+        "--enable-stdio-inheritance",
+        help="Keep stdout/stderr unbuffered-compatible under --daemon (nothing redirected to /dev/null).",
+    )
+    syslog: bool = setting(False, "--log-syslog", help="Also send the error log to syslog.")
+    syslog_addr: str = setting(
+        "udp://localhost:514",
+        "--log-syslog-to",
+        help="Where syslog lines go: udp://HOST:PORT, tcp://HOST:PORT or unix://PATH.",
+    )
+    syslog_prefix: str = setting("", "--log-syslog-prefix", help="Program name in syslog lines.")
+    syslog_facility: str = setting("user", "--log-syslog-facility", help="Syslog facility name.")
+    disable_redirect_access_to_syslog: bool = setting(
+        False,
+        "--disable-redirect-access-to-syslog",
+        help="With --log-syslog, keep the access log out of syslog.",
     )
 
     # -- hooks (Gunicorn's names and signatures; config file only) ------

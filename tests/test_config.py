@@ -63,7 +63,7 @@ def test_toml_cannot_set_hooks(tmp_path):
     ("text", "message"),
     [
         ("wokers = 2\n", "unknown setting 'wokers' (did you mean workers?)"),
-        ("worker_class = 'gevent'\n", "worker_class: 'gevent' is not one of sync, gthread"),
+        ("worker_class = 'tornado'\n", "worker_class: 'tornado' is not one of sync, gthread, gevent"),
         ("timeout = 'soon'\n", "timeout: 'soon' is not a number"),
         ("backlog = [1]\n", "backlog: [1] is not a whole number"),
         ("reload_extra_files = 8000\n", "reload_extra_files: 8000 is not a list of strings"),
