@@ -1,7 +1,9 @@
 """Turn "module:attr", "module" or "module:factory(args)" into a WSGI callable.
 
 Factory arguments must be Python literals; they are read with
-``ast.literal_eval`` and nothing is ever passed to ``eval``.
+``ast.literal_eval`` and nothing is ever passed to ``eval``. An app named
+``paste:/path/to/app.ini[#name]`` comes from a PasteDeploy file (the
+``paste`` setting), when PasteDeploy is installed.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from collections.abc import Callable
 from typing import Any
 
 DEMO_APP = "forkserve.demo:app"
+PASTE_PREFIX = "paste:"
 
 
 class AppLoadError(Exception):
     """The app named on the command line cannot be loaded; the message says why."""
 
 
-def load_app(spec: str) -> Callable[..., Any]:
+def load_app(spec: str, paste_globals: tuple[str, ...] = ()) -> Callable[..., Any]:
+    """The WSGI callable that ``spec`` names; AppLoadError says why it cannot be had."""
+    if spec.startswith(PASTE_PREFIX):
+        return _load_paste(spec[len(PASTE_PREFIX) :], paste_globals)
     module_name, _, expression = spec.partition(":")
     if not module_name:
         raise AppLoadError(f"app {spec!r}: expected module:name, e.g. myproject.wsgi:application")
@@ -44,6 +50,20 @@ def load_app(spec: str) -> Callable[..., Any]:
     if not callable(target):
         raise AppLoadError(f"app {spec!r}: {name!r} is {type(target).__name__}, not a WSGI callable")
     return target  # type: ignore[no-any-return]
+
+
+def _load_paste(ini: str, paste_globals: tuple[str, ...]) -> Callable[..., Any]:
+    try:
+        from paste.deploy import loadapp
+    except ImportError:
+        raise AppLoadError(f"paste {ini!r}: PasteDeploy is not installed (pip install PasteDeploy)") from None
+    path, _, name = ini.partition("#")
+    global_conf = dict(pair.split("=", 1) for pair in paste_globals)
+    try:
+        app = loadapp(f"config:{path}", name=name or None, global_conf=global_conf)
+    except Exception as exc:
+        raise AppLoadError(f"paste {ini!r}: loading it raised {exc!r}") from exc
+    return app  # type: ignore[no-any-return]
 
 
 def _import(module_name: str, spec: str) -> Any:

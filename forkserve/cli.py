@@ -2,7 +2,7 @@
 
 The parser is generated from the settings registry. Settings are merged
 with this precedence (later wins): defaults < config file <
-``FORKSERVE_CMD_ARGS`` < command line. This is the only place that turns
+``GUNICORN_CMD_ARGS`` < ``FORKSERVE_CMD_ARGS`` < command line. This is the only place that turns
 errors into exit codes and one-line messages:
 
     0  stopped cleanly (or --check-config passed)
@@ -20,14 +20,15 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from . import __version__, configfile, logs, settings
-from .apploader import DEMO_APP, AppLoadError, load_app
+from .apploader import DEMO_APP, PASTE_PREFIX, AppLoadError, load_app
 from .master import Master, Origin
 from .process import EXIT_APP_LOAD_ERROR, daemonize
 from .settings import SettingError, Settings
-from .sockets import UPGRADE_FDS, BindError, inherited_listeners, open_listeners
+from .sockets import UPGRADE_FDS, BindError, SocketOptions, inherited_listeners, open_listeners
 
 EXIT_LISTEN = 1
 EXIT_USAGE = 2
@@ -47,12 +48,6 @@ def build_parser() -> ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"forkserve {__version__}")
-    parser.add_argument(
-        "--check-config", action="store_true", help="Validate the settings and load the app, then exit."
-    )
-    parser.add_argument(
-        "--print-config", action="store_true", help="Print every setting, its value and where it came from."
-    )
     for entry in settings.registry():
         spec = entry.spec
         if spec.hook or (not spec.flags and not spec.positional):
@@ -65,24 +60,20 @@ def build_parser() -> ArgumentParser:
             help_text += f" One of: {', '.join(spec.choices)}."
         if entry.default not in ("", (), None, False):
             help_text += f" [default: {_show(entry.default)}]"
-        if entry.kind is bool:
-            parser.add_argument(
-                *spec.flags,
-                dest=entry.name,
-                action="store_const",
-                const=True,
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
+        common: dict[str, Any] = {"dest": entry.name, "default": argparse.SUPPRESS, "help": help_text}
+        if isinstance(entry.default, bool):
+            # A switch: --reload sets True, --no-sendfile sets False.
+            const = True if spec.const is None else spec.const
+            parser.add_argument(*spec.flags, action="store_const", const=const, **common)
+            continue
+        common["help"] = help_text.replace("%", "%%")
+        common["metavar"] = spec.metavar or entry.name.upper()
+        if spec.const is not None:
+            parser.add_argument(*spec.flags, nargs="?", const=spec.const, **common)
+        elif isinstance(entry.default, tuple):
+            parser.add_argument(*spec.flags, action="append", **common)
         else:
-            parser.add_argument(
-                *spec.flags,
-                dest=entry.name,
-                action="append" if entry.kind not in (int, float, str) else "store",
-                default=argparse.SUPPRESS,
-                metavar=spec.metavar or entry.name.upper(),
-                help=help_text.replace("%", "%%"),
-            )
+            parser.add_argument(*spec.flags, **common)
     return parser
 
 
@@ -100,32 +91,49 @@ def parse_flags(parser: ArgumentParser, argv: Sequence[str], origin: str) -> dic
     return vars(values)
 
 
-def load_settings(argv: Sequence[str]) -> tuple[Settings, dict[str, str], dict[str, bool]]:
-    """Merged settings, where each came from, and the command flags given."""
+ENV_ARGS = ("GUNICORN_CMD_ARGS", "FORKSERVE_CMD_ARGS")  # in order of precedence, later wins
+
+
+@dataclass
+class Loaded:
+    """Merged settings, where each came from, and what the config file said about itself."""
+
+    config: Settings
+    sources: dict[str, str]
+    warnings: list[str]
+
+
+def load_settings(argv: Sequence[str]) -> Loaded:
+    """Merge defaults < config file < GUNICORN_CMD_ARGS < FORKSERVE_CMD_ARGS < command line."""
     parser = build_parser()
-    cli = parse_flags(parser, argv, "command line")
-    env = parse_flags(parser, shlex.split(os.environ.get("FORKSERVE_CMD_ARGS", "")), "FORKSERVE_CMD_ARGS")
-    commands = {name: bool(cli.pop(name) | env.pop(name)) for name in ("check_config", "print_config")}
-    path = cli.get("config") or env.get("config")
-    if not path and os.path.isfile(configfile.DEFAULT_PATH):
-        path = configfile.DEFAULT_PATH
-    from_file = configfile.load(path) if path else {}
+    layers = [(name, parse_flags(parser, shlex.split(os.environ.get(name, "")), name)) for name in ENV_ARGS]
+    layers.append(("command line", parse_flags(parser, argv, "command line")))
+    path = next((values["config"] for _, values in reversed(layers) if values.get("config")), "")
+    if not path:
+        path = next((p for p in configfile.DEFAULT_PATHS if os.path.isfile(p)), "")
+    from_file = configfile.load(path) if path else configfile.Loaded({}, [])
     if path:
-        from_file["config"] = path
+        from_file.values["config"] = path
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for origin, values in (
-        (f"config file {path}", from_file),
-        ("FORKSERVE_CMD_ARGS", env),
-        ("command line", cli),
-    ):
+    for origin, values in [(f"config file {path}", from_file.values), *layers]:
         merged.update(values)
         sources.update(dict.fromkeys(values, origin))
     config = settings.build(merged)
     if not config.app:
-        config = dataclasses.replace(config, app=DEMO_APP)
-        sources["app"] = "built-in demo app"
-    return config, sources, commands
+        app, why = pick_app(config)
+        config = dataclasses.replace(config, app=app)
+        sources["app"] = why
+    return Loaded(config, sources, from_file.warnings)
+
+
+def pick_app(config: Settings) -> tuple[str, str]:
+    """The app when none is named on the command line: wsgi_app, a PasteDeploy file, or the demo."""
+    if config.wsgi_app:
+        return config.wsgi_app, "wsgi_app"
+    if config.paste:
+        return PASTE_PREFIX + os.path.abspath(config.paste), "paste"
+    return DEMO_APP, "built-in demo app"
 
 
 def print_config(config: Settings, sources: dict[str, str]) -> None:
@@ -133,7 +141,7 @@ def print_config(config: Settings, sources: dict[str, str]) -> None:
         value = getattr(config, entry.name)
         if entry.spec.hook:
             value = getattr(value, "__qualname__", None)
-        print(f"{entry.name} = {value!r}  # {sources.get(entry.name, 'default')}")
+        print(f"{entry.name} = {value!r}  # {sources.get(entry.name, 'default')} | {entry.spec.answer}")
 
 
 def prepare_environment(config: Settings) -> None:
@@ -151,32 +159,42 @@ def prepare_environment(config: Settings) -> None:
     for pair in config.raw_env:
         key, _, value = pair.partition("=")
         os.environ[key] = value
-    os.umask(int(config.umask, 8))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     launch_dir = os.getcwd()
     try:
-        config, sources, commands = load_settings(args)
+        loaded = load_settings(args)
+        config = loaded.config
         prepare_environment(config)
         logs.configure(config)
     except SettingError as error:
         print(f"forkserve: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if commands["print_config"]:
-        print_config(config, sources)
+    if config.print_config:
+        print_config(config, loaded.sources)
         return 0
-    if commands["check_config"]:
+    if config.check_config:
+        explain_settings(config, loaded.warnings)
         return check_config(config)
-    origin = Origin(argv=args, cwd=launch_dir, reload_settings=lambda: load_settings(args)[0])
-    return serve(config, origin)
+    origin = Origin(argv=args, cwd=launch_dir, reload_settings=lambda: load_settings(args).config)
+    return serve(config, origin, loaded.warnings)
+
+
+def explain_settings(config: Settings, warnings: list[str]) -> None:
+    """Say what the config file got wrong and which Gunicorn settings forkserve does not need."""
+    log = logs.error_logger()
+    for line in warnings:
+        log.warning("%s", line)
+    for line in settings.not_needed(config):
+        log.info("%s", line)
 
 
 def check_config(config: Settings) -> int:
     log = logs.error_logger()
     try:
-        load_app(config.app)
+        load_app(config.app, config.raw_paste_global_conf)
     except AppLoadError as error:
         log.error("%s", error)
         return EXIT_APP_LOAD_ERROR
@@ -184,23 +202,25 @@ def check_config(config: Settings) -> int:
     return 0
 
 
-def serve(config: Settings, origin: Origin) -> int:
+def serve(config: Settings, origin: Origin, warnings: list[str]) -> int:
     log = logs.error_logger()
     log.info("Starting forkserve %s", __version__)
+    explain_settings(config, warnings)
     if config.app == DEMO_APP:
         log.info("No app named: serving the built-in demo app (%s)", DEMO_APP)
     else:
         log.info("Serving app: %s", config.app)
     try:
         origin.upgraded = UPGRADE_FDS in os.environ
-        listeners = inherited_listeners(config.bind) or open_listeners(config.binds, config.backlog)
+        options = SocketOptions(config.backlog, config.umask, config.reuse_port)
+        listeners = inherited_listeners(config.bind) or open_listeners(config.binds, options)
     except BindError as error:
         log.error("%s", error)
         return EXIT_LISTEN
     app = None
     if config.preload_app:
         try:
-            app = load_app(config.app)
+            app = load_app(config.app, config.raw_paste_global_conf)
         except AppLoadError as error:
             log.error("%s", error)
             return EXIT_APP_LOAD_ERROR

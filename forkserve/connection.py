@@ -42,11 +42,11 @@ from enum import Enum
 from typing import IO, Any
 
 from . import logs
-from .environ import build_environ
-from .http.errors import HTTPError
+from .environ import UNDERSCORED, build_environ
+from .http.errors import BadRequest, HTTPError
 from .http.parser import Limits, Request, RequestParser
 from .http.response import simple_response
-from .proxy import ProxyTrust, apply_forwarded, parse_proxy_protocol
+from .proxy import ProxyTrust, apply_forwarded, apply_forwarder_headers, parse_proxy_protocol
 from .streams import EMPTY_INPUT, InputStream
 from .wsgi import Exchange
 
@@ -101,8 +101,10 @@ class Service:
     access_format: str = logs.ACCESS_FORMAT
     max_requests: int = 0  # 0: no limit
     body_prebuffer: int = 65536  # body bytes collected before the app runs
-    proxy: ProxyTrust | None = None  # whose X-Forwarded-* / Forwarded / PROXY headers to believe
-    proxy_protocol: bool = False
+    proxy: ProxyTrust | None = None  # whose X-Forwarded-* / Forwarded headers to believe
+    proxy_protocol: ProxyTrust | None = None  # who may send a PROXY protocol header (None: off)
+    refuse_underscored: bool = False  # header_map "refuse": 400 for header names with "_"
+    sendfile: bool = True  # False (--no-sendfile): files are read and sent, never os.sendfile'd
     dispatch: Callable[[Connection, Request], None] | None = None  # --threads: run in a pool
     pre_request: Callable[[Request], None] | None = None
     post_request: Callable[[Request, dict[str, Any], Exchange], None] | None = None
@@ -133,7 +135,7 @@ class Connection:
         self.tls = isinstance(sock, ssl.SSLSocket)
         proxy = service.proxy
         self.trusted = proxy is not None and proxy.trusts(base_environ["REMOTE_ADDR"])
-        if self.trusted and service.proxy_protocol:
+        if service.proxy_protocol is not None and service.proxy_protocol.trusts(base_environ["REMOTE_ADDR"]):
             self.phase = Phase.PROXY
             self.proxy_header = bytearray()
 
@@ -370,6 +372,9 @@ class Connection:
         has_body = request.chunked or request.content_length
         body = InputStream(self.receive_body) if has_body else EMPTY_INPUT
         environ = build_environ(self.base_environ, request, body)
+        underscored = environ.pop(UNDERSCORED, None)
+        if underscored is not None:
+            self.judge_underscored(environ, underscored)
         if self.trusted:
             apply_forwarded(environ, service.proxy)  # type: ignore[arg-type]
         if service.pre_request is not None:
@@ -403,6 +408,13 @@ class Connection:
             self.refuse_body(self.body_error, answered=True)
             return False
         return exchange.keep_alive
+
+    def judge_underscored(self, environ: dict[str, Any], headers: list[tuple[str, str]]) -> None:
+        """Header names with "_": refused (header_map), or a trusted proxy's forwarder headers."""
+        if self.service.refuse_underscored:
+            raise BadRequest(f"header name {headers[0][0]!r} contains '_'")
+        if self.trusted:
+            apply_forwarder_headers(environ, headers, self.service.proxy)  # type: ignore[arg-type]
 
     def log_aborted(self, request: Request) -> None:
         self.service.log.error(
@@ -508,8 +520,8 @@ class Connection:
                 raise ClientGone(str(exc)) from None
 
     def sendfile(self, file: IO[bytes], offset: int, count: int) -> int:
-        if self.tls:
-            return self.send_file_through_tls(file, offset, count)
+        if self.tls or not self.service.sendfile:
+            return self.copy_file(file, offset, count)
         sent = 0
         out, src = self.sock.fileno(), file.fileno()
         while sent < count:
@@ -525,8 +537,8 @@ class Connection:
             sent += n
         return sent
 
-    def send_file_through_tls(self, file: IO[bytes], offset: int, count: int) -> int:
-        """os.sendfile would bypass the encryption: read and send instead."""
+    def copy_file(self, file: IO[bytes], offset: int, count: int) -> int:
+        """Read and send: os.sendfile would bypass TLS, or is turned off (--no-sendfile)."""
         sent = 0
         fd = file.fileno()
         while sent < count:

@@ -13,6 +13,10 @@ from typing import IO, Any
 from .http.memo import remember
 from .http.parser import Request
 
+# Headers whose names hold "_", set aside by build_environ for the caller
+# (header_map, forwarder_headers) and never left in the environ it hands on.
+UNDERSCORED = "forkserve.underscored"
+
 
 def base_environ(
     *,
@@ -47,7 +51,8 @@ def build_environ(base: dict[str, Any], request: Request, body: Any) -> dict[str
 
     Header names containing "_" are dropped: as HTTP_* keys they would be
     indistinguishable from the same name spelled with "-", letting a client
-    forge a header a proxy in front set or stripped.
+    forge a header a proxy in front set or stripped. Such headers, rare,
+    are listed under ``UNDERSCORED`` for the server to judge and remove.
     """
     environ = base.copy()
     environ["REQUEST_METHOD"] = request.method
@@ -64,8 +69,9 @@ def build_environ(base: dict[str, Any], request: Request, body: Any) -> dict[str
         key = keys.get(name)
         if key is None:
             key = _environ_key(name)
-        if not key:
-            continue  # a name with "_" (see above)
+        if not key:  # a name with "_" (see above)
+            environ.setdefault(UNDERSCORED, []).append((name, value))
+            continue
         if key in environ and key.startswith("HTTP_"):
             # RFC 9110 §5.3 lets repeated fields join with commas; cookies use "; ".
             value = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + value

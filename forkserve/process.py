@@ -7,6 +7,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 # Exit codes a worker uses to tell the master why it left. The master stops
 # with the same code, so a script can tell a bad app from a bad config.
@@ -112,10 +113,34 @@ def resolve_ids(user: str, group: str) -> tuple[int | None, int | None]:
     return uid, gid
 
 
-def drop_privileges(uid: int | None, gid: int | None) -> None:
-    """Switch to gid then uid (in that order: after setuid, setgid is not allowed)."""
+def drop_privileges(uid: int | None, gid: int | None, with_groups: bool = False) -> None:
+    """Switch to gid then uid (in that order: after setuid, setgid is not allowed).
+
+    ``with_groups`` (--initgroups) also takes the user's supplementary groups.
+    """
+    import pwd
+
     if gid is not None:
-        os.setgroups([gid])
+        if with_groups and uid is not None:
+            os.initgroups(pwd.getpwuid(uid).pw_name, gid)
+        else:
+            os.setgroups([gid])
         os.setgid(gid)
     if uid is not None:
         os.setuid(uid)
+
+
+def spew() -> None:
+    """--spew: print every line this process executes (debugging; very slow)."""
+    import linecache
+    import threading
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            path, line = frame.f_code.co_filename, frame.f_lineno
+            source = linecache.getline(path, line).rstrip()
+            sys.stderr.write(f"{os.getpid()}: {path}:{line}: {source}\n")
+        return trace
+
+    threading.settrace(trace)
+    sys.settrace(trace)

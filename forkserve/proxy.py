@@ -28,12 +28,39 @@ from typing import Any
 from .http.errors import BadRequest
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The environ keys of the headers a proxy adds.
+WATCHED = (
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_FORWARDED",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PORT",
+)
 
 
 class ProxyTrust:
-    """Which peers may tell us who the client really is."""
+    """Which peers may tell us who the client really is, and with which headers.
 
-    def __init__(self, allowed: Sequence[str]) -> None:
+    ``secure_headers`` is Gunicorn's secure_scheme_headers (a header and the
+    value that means HTTPS); ``forwarders`` are Gunicorn's forwarder_headers,
+    names with "_" (SCRIPT_NAME, PATH_INFO, REMOTE_USER ...) that a trusted
+    proxy may set in the environ directly.
+    """
+
+    def __init__(
+        self,
+        allowed: Sequence[str],
+        secure_headers: dict[str, str] | None = None,
+        forwarders: Sequence[str] = (),
+    ) -> None:
+        # X-Forwarded-Proto is read hop by hop with X-Forwarded-For below.
+        self.secure = {
+            "HTTP_" + name.upper().replace("-", "_"): value.lower()
+            for name, value in (secure_headers or {}).items()
+            if name.upper() != "X-FORWARDED-PROTO"
+        }
+        self.watched = frozenset(WATCHED) | frozenset(self.secure)
+        self.forwarders = frozenset(name.upper() for name in forwarders)
         self.everyone = "*" in allowed
         self.networks: list[Network] = [ipaddress.ip_network(a, strict=False) for a in allowed if a != "*"]
         # Verdicts by address: a server sees the same few peers over and over,
@@ -83,13 +110,7 @@ def _pick(values: list[str], index: int, length: int) -> str | None:
 
 def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
     """Rewrite REMOTE_ADDR, wsgi.url_scheme and the host from a trusted proxy's headers."""
-    if not (
-        "HTTP_X_FORWARDED_FOR" in environ
-        or "HTTP_FORWARDED" in environ
-        or "HTTP_X_FORWARDED_PROTO" in environ
-        or "HTTP_X_FORWARDED_HOST" in environ
-        or "HTTP_X_FORWARDED_PORT" in environ
-    ):
+    if trust.watched.isdisjoint(environ):
         return  # the common case on a direct connection: nothing to do
     if "HTTP_FORWARDED" in environ:
         hops = parse_forwarded(environ["HTTP_FORWARDED"])
@@ -117,6 +138,26 @@ def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
     port_value = environ.get("HTTP_X_FORWARDED_PORT", "").strip()
     if port_value.isdigit() and "HTTP_FORWARDED" not in environ:
         environ["SERVER_PORT"] = port_value
+    for key, secure_value in trust.secure.items():
+        if key in environ:
+            environ["wsgi.url_scheme"] = "https" if environ[key].strip().lower() == secure_value else "http"
+
+
+def apply_forwarder_headers(
+    environ: dict[str, Any], headers: list[tuple[str, str]], trust: ProxyTrust
+) -> None:
+    """A trusted proxy's SCRIPT_NAME, PATH_INFO, REMOTE_USER ... headers set those environ keys."""
+    for name, value in headers:
+        if name not in trust.forwarders and "*" not in trust.forwarders:
+            continue
+        if name == "SCRIPT_NAME":
+            path = environ["PATH_INFO"]
+            script = value.rstrip("/")
+            environ["SCRIPT_NAME"] = script
+            if script and path.startswith(script):
+                environ["PATH_INFO"] = path[len(script) :]
+        else:
+            environ[name] = value
 
 
 def _split_node(node: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import ipaddress
 import os
 from collections.abc import Callable, Sequence
@@ -28,9 +29,19 @@ class SettingError(ValueError):
     """A setting has a value it cannot take; the message names the fix."""
 
 
+Convert = Callable[[Any], Any]  # raw value -> the setting's value; ValueError/TypeError if it cannot
+
+
 @dataclass(frozen=True)
 class Spec:
-    """How a setting appears outside Python: flags, help and validation."""
+    """How a setting appears outside Python: flags, help, conversion and forkserve's answer to it.
+
+    Every one of Gunicorn's settings has an entry. Most are implemented.
+    ``ignored`` says why forkserve does not need a setting (its value is
+    accepted and a start-up line explains); ``refused`` says why a value
+    other than the default would silently change what the user asked for,
+    so forkserve stops with that reason instead.
+    """
 
     flags: tuple[str, ...]
     help: str
@@ -39,6 +50,18 @@ class Spec:
     check: Callable[[Any], str | None] | None = None  # returns a problem, or None
     positional: bool = False
     hook: bool = False
+    convert: Convert | None = None  # None: converted by the setting's type
+    const: Any = None  # a flag whose value is optional (``--proxy-protocol [v1]``) gives this
+    ignored: str = ""
+    refused: str = ""
+
+    @property
+    def answer(self) -> str:
+        if self.refused:
+            return f"refused unless default: {self.refused}"
+        if self.ignored:
+            return f"accepted, not needed: {self.ignored}"
+        return "implemented"
 
 
 def setting(
@@ -49,13 +72,40 @@ def setting(
     choices: Sequence[str] = (),
     check: Callable[[Any], str | None] | None = None,
     positional: bool = False,
+    convert: Convert | None = None,
+    const: Any = None,
+    ignored: str = "",
+    refused: str = "",
 ) -> Any:
-    spec = Spec(tuple(flags), help, metavar, tuple(choices), check, positional)
+    spec = Spec(
+        tuple(flags),
+        help,
+        metavar,
+        tuple(choices),
+        check,
+        positional,
+        False,
+        convert,
+        const,
+        ignored,
+        refused,
+    )
     return field(default=default, metadata={"spec": spec})
 
 
-def hook(help: str) -> Any:
-    return field(default=None, metadata={"spec": Spec((), help, hook=True)})
+def hook(help: str, refused: str = "") -> Any:
+    return field(default=None, metadata={"spec": Spec((), help, hook=True, refused=refused)})
+
+
+def compat(default: Any, *flags: str, ignored: str = "", refused: str = "", help: str = "") -> Any:
+    """A Gunicorn setting forkserve accepts without needing it, or refuses unless default."""
+    convert = {bool: to_bool, int: to_int}.get(type(default), as_given)
+    return setting(
+        default, *flags, help=help or ignored or refused, convert=convert, ignored=ignored, refused=refused
+    )
+
+
+# -- checks ----------------------------------------------------------------
 
 
 def at_least(minimum: float) -> Callable[[Any], str | None]:
@@ -79,12 +129,190 @@ def networks(values: tuple[str, ...]) -> str | None:
     return None
 
 
-def octal_umask(value: str) -> str | None:
-    try:
-        number = int(value, 8)
-    except ValueError:
-        return "is not an octal number such as 022"
-    return None if 0 <= number <= 0o777 else "must be between 000 and 777"
+def umask_range(value: int) -> str | None:
+    return None if 0 <= value <= 0o777 else "must be between 0 and 0o777"
+
+
+# -- converters: Gunicorn's value habits (numbers and booleans as strings, None for "unset") --
+
+
+def as_given(value: Any) -> Any:
+    return value
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", "none", ""):
+        return False
+    raise ValueError(value)
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    return int(str(value).strip()) if isinstance(value, str) else int(value)
+
+
+def to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    return float(value)
+
+
+def to_str(value: Any) -> str:
+    if value is None:
+        return ""  # Gunicorn's "unset"
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return value
+
+
+def to_strings(value: Any) -> tuple[str, ...]:
+    """A list of strings, or one string (``raw_env = "A=1"``), or None."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(value)
+    return tuple(value)
+
+
+def comma_list(value: Any) -> tuple[str, ...]:
+    """Comma-separated strings, given as one string or a list of them."""
+    return tuple(part.strip() for v in to_strings(value) for part in v.split(",") if part.strip())
+
+
+def to_dict(value: Any) -> dict[str, Any] | None:
+    if value is None or value == {}:
+        return None  # Gunicorn's default is an empty dict: "not set"
+    if not isinstance(value, dict):
+        raise ValueError(value)
+    return value
+
+
+def to_umask(value: Any) -> int:
+    """Gunicorn's reading: an int, or a string where a leading 0 means octal ("022", "0o22")."""
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > 1 and text[0] == "0" and text[1].isdigit():
+            text = "0o" + text[1:]
+        return int(text, 0)
+    return to_int(value)
+
+
+def to_id(value: Any) -> str:
+    """user/group: a name, a number, or None (stay as started)."""
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return to_str(value)
+
+
+def to_cert_reqs(value: Any) -> str:
+    """Gunicorn takes ssl.CERT_* numbers (0, 1, 2); forkserve also takes their names."""
+    names = ("none", "optional", "required")
+    if isinstance(value, str) and not value.strip().isdigit():
+        return value.strip().lower().removeprefix("cert_")
+    number = to_int(value)
+    if not 0 <= number < len(names):
+        raise ValueError(value)
+    return names[number]
+
+
+def to_proxy_protocol(value: Any) -> str:
+    """off, auto (v1 or v2), v1 or v2; true/false as Gunicorn reads them."""
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "auto"
+    text = str(value).strip().lower()
+    aliases = {
+        "false": "off",
+        "0": "off",
+        "none": "off",
+        "no": "off",
+        "true": "auto",
+        "1": "auto",
+        "on": "auto",
+    }
+    return aliases.get(text, text)
+
+
+def to_reload_engine(value: Any) -> str:
+    engine = to_str(value)
+    return "watchfiles" if engine == "inotify" else engine  # Gunicorn's name for the inotify watcher
+
+
+WORKER_CLASSES = {
+    "sync": "sync",
+    "gthread": "gthread",
+    "gevent": "gevent",
+    # Gunicorn's gevent flavours all mean "a greenlet per connection".
+    "gevent_wsgi": "gevent",
+    "gevent_pywsgi": "gevent",
+    "gunicorn.workers.sync.syncworker": "sync",
+    "gunicorn.workers.gthread.threadworker": "gthread",
+    "gunicorn.workers.ggevent.geventworker": "gevent",
+    "gunicorn.workers.ggevent.geventpywsgiworker": "gevent",
+}
+
+
+def to_worker_class(value: Any) -> str:
+    """Gunicorn's worker class names and paths, mapped to forkserve's three workers."""
+    name = value.__module__ + "." + value.__qualname__ if isinstance(value, type) else to_str(value)
+    key = name.strip().lower().removeprefix("egg:gunicorn#")
+    if key in WORKER_CLASSES:
+        return WORKER_CLASSES[key]
+    if "asgi" in key or "uvicorn" in key or "uvloop" in key:
+        raise SettingError(
+            f"worker_class: {name!r} is an ASGI worker; forkserve serves WSGI apps "
+            "(sync, gthread, gevent): serve an ASGI app with an ASGI server"
+        )
+    raise SettingError(
+        f"worker_class: {name!r} is not one of sync, gthread, gevent "
+        "(forkserve runs its own workers, not custom worker classes)"
+    )
+
+
+def to_http_protocols(value: Any) -> str:
+    protocols = comma_list(value)
+    return ",".join(protocols) if protocols else "h1"
+
+
+def to_hook(value: Any) -> Any:
+    """A callable, or Gunicorn's "module.function" string naming one."""
+    if isinstance(value, str):
+        module_name, _, name = value.rpartition(".")
+        if not module_name:
+            raise ValueError(value)
+        try:
+            value = getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError) as exc:
+            raise SettingError(f"hook {value!r}: cannot import it: {exc}") from None
+    if value is not None and not callable(value):
+        raise ValueError(value)
+    return value
+
+
+BY_TYPE: dict[Any, Convert] = {
+    bool: to_bool,
+    int: to_int,
+    float: to_float,
+    str: to_str,
+    tuple[str, ...]: to_strings,
+    dict[str, Any] | None: to_dict,
+    dict[str, str] | None: to_dict,
+}
 
 
 def default_bind() -> tuple[str, ...]:
@@ -98,25 +326,60 @@ def default_workers() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
+GUNICORN_SECURE_SCHEME_HEADERS = {
+    "X-FORWARDED-PROTOCOL": "ssl",
+    "X-FORWARDED-PROTO": "https",
+    "X-FORWARDED-SSL": "on",
+}
+NO_HTTP2 = "forkserve speaks HTTP/1.1; terminate HTTP/2 at the proxy in front (nginx, HAProxy)"
+NO_ASGI = "forkserve serves WSGI apps; ASGI settings need an ASGI server"
+NO_DIRTY = "forkserve has no dirty arbiters; run long tasks in a task queue or a separate pool"
+NO_STATSD_YET = "this release sends no StatsD metrics yet"
+NO_CONTROL_YET = "forkserve has no control socket in this release; signals control the master"
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every setting forkserve has, with its default."""
+    """Every setting forkserve has, with its default: all of Gunicorn's, and forkserve's own."""
 
     # -- what to serve ---------------------------------------------------
     app: str = setting(
         "",
         help="The WSGI app as module:name, module, or module:factory(args). "
-        "Without one, forkserve serves its built-in demo app.",
+        "Without one, forkserve serves wsgi_app, else its built-in demo app.",
         metavar="APP",
         positional=True,
+    )
+    wsgi_app: str = setting("", help="The WSGI app, when none is named on the command line (config file).")
+    paste: str = setting(
+        "",
+        "--paste",
+        "--paster",
+        help="Load the app from a PasteDeploy .ini file (needs PasteDeploy installed).",
+        metavar="INI",
+    )
+    raw_paste_global_conf: tuple[str, ...] = setting(
+        (),
+        "--paste-global",
+        help="KEY=VALUE passed to the PasteDeploy file as a global (repeatable).",
+        metavar="KEY=VALUE",
+        check=each_key_value,
     )
     config: str = setting(
         "",
         "-c",
         "--config",
-        help="Config file: Python (Gunicorn's setting names, plus hooks) or .toml. "
-        "Default: ./forkserve.conf.py when it exists.",
+        help="Config file: Python (Gunicorn's setting names, plus hooks), python:MODULE, or .toml. "
+        "Default: ./forkserve.conf.py, else ./gunicorn.conf.py, when it exists.",
         metavar="FILE",
+    )
+    check_config: bool = setting(
+        False, "--check-config", help="Check the settings and load the app, then exit."
+    )
+    print_config: bool = setting(
+        False,
+        "--print-config",
+        help="Print every setting, its value, where it came from and forkserve's answer.",
     )
     chdir: str = setting("", "--chdir", help="Change to this directory before loading the app.")
     pythonpath: tuple[str, ...] = setting(
@@ -124,6 +387,7 @@ class Settings:
         "--pythonpath",
         help="Directories to add to sys.path (comma-separated or repeated).",
         metavar="DIRS",
+        convert=comma_list,
     )
     raw_env: tuple[str, ...] = setting(
         (),
@@ -142,12 +406,15 @@ class Settings:
     reload_engine: str = setting(
         "auto",
         "--reload-engine",
-        help="How --reload watches files: watchfiles (inotify) when installed, else stat polling.",
+        help="How --reload watches files: watchfiles (inotify) when installed, else stat polling "
+        "(Gunicorn's 'inotify' means watchfiles).",
         choices=("auto", "poll", "watchfiles"),
+        convert=to_reload_engine,
     )
     reload_extra_files: tuple[str, ...] = setting(
         (), "--reload-extra-file", help="More files to watch with --reload (repeatable).", metavar="FILE"
     )
+    spew: bool = setting(False, "--spew", help="Print every line the workers execute (debugging; very slow).")
 
     # -- sockets ---------------------------------------------------------
     bind: tuple[str, ...] = setting(
@@ -159,12 +426,19 @@ class Settings:
         metavar="ADDRESS",
     )
     backlog: int = setting(2048, "--backlog", help="Listen backlog of each socket.", check=at_least(1))
-    umask: str = setting(
-        "022",
+    reuse_port: bool = setting(
+        False,
+        "--reuse-port",
+        help="Set SO_REUSEPORT on TCP sockets, so other servers may bind the same port.",
+    )
+    umask: int = setting(
+        0,
         "-m",
         "--umask",
-        help="Octal umask for files and unix sockets forkserve creates.",
-        check=octal_umask,
+        help="umask for the unix socket files forkserve creates (0, as in Gunicorn, lets a proxy running "
+        "as another user connect). A leading 0 means octal: 007, 0o007.",
+        convert=to_umask,
+        check=umask_range,
     )
 
     # -- processes -------------------------------------------------------
@@ -175,19 +449,21 @@ class Settings:
         help="Number of worker processes. Default: $WEB_CONCURRENCY, else 1.",
         check=at_least(0),
     )
-    threads: int = setting(
-        1,
-        "--threads",
-        help="Threads per worker running requests, while the worker's loop keeps accepting.",
-        check=at_least(1),
-    )
     worker_class: str = setting(
         "sync",
         "-k",
         "--worker-class",
         help="How a worker runs requests: 'sync' (an event loop; --threads for a thread pool), "
-        "'gthread' (the same, for Gunicorn configs), or 'gevent' (a greenlet per connection).",
+        "'gthread' (the same, for Gunicorn configs), or 'gevent' (a greenlet per connection). "
+        "Gunicorn's class paths for these are accepted.",
         choices=("sync", "gthread", "gevent"),
+        convert=to_worker_class,
+    )
+    threads: int = setting(
+        1,
+        "--threads",
+        help="Threads per worker running requests, while the worker's loop keeps accepting.",
+        check=at_least(1),
     )
     worker_connections: int = setting(
         1000,
@@ -227,8 +503,15 @@ class Settings:
     )
     proc_name: str = setting("", "-n", "--name", help="Name shown in process titles.")
     pidfile: str = setting("", "-p", "--pid", help="Write the master's pid to this file.", metavar="FILE")
-    user: str = setting("", "-u", "--user", help="Switch worker processes to this user (name or uid).")
-    group: str = setting("", "-g", "--group", help="Switch worker processes to this group (name or gid).")
+    user: str = setting(
+        "", "-u", "--user", help="Switch worker processes to this user (name or uid).", convert=to_id
+    )
+    group: str = setting(
+        "", "-g", "--group", help="Switch worker processes to this group (name or gid).", convert=to_id
+    )
+    initgroups: bool = setting(
+        False, "--initgroups", help="With --user, also take that user's supplementary groups."
+    )
     daemon: bool = setting(
         False, "-D", "--daemon", help="Detach from the terminal and run in the background."
     )
@@ -258,6 +541,12 @@ class Settings:
         "--io-timeout",
         help="Seconds a body read or response write may stall before the connection is closed.",
         check=at_least(0.1),
+    )
+    sendfile: bool = setting(
+        True,
+        "--no-sendfile",
+        help="Send wsgi.file_wrapper files with os.sendfile; --no-sendfile reads and writes them instead.",
+        const=False,
     )
     limit_request_line: int = setting(
         4094,
@@ -302,34 +591,93 @@ class Settings:
         help="Maximum request body in bytes (413 past it). 0: no limit.",
         check=at_least(0),
     )
+    header_map: str = setting(
+        "drop",
+        "--header-map",
+        help="Header names with '_': 'drop' them (they could pose as '-' names), or 'refuse' the "
+        "request with 400. ('dangerous' is refused: it lets a client forge proxy headers.)",
+        choices=("drop", "refuse"),
+    )
+    root_path: str = setting(
+        "",
+        "--root-path",
+        help="The path the app is mounted at behind a proxy: becomes SCRIPT_NAME, and is taken "
+        "off the front of PATH_INFO.",
+    )
 
-    # -- proxies and TLS -------------------------------------------------
+    # -- proxies ---------------------------------------------------------
     forwarded_allow_ips: tuple[str, ...] = setting(
         ("127.0.0.1", "::1"),
         "--forwarded-allow-ips",
         help="Proxies (IPs or CIDR ranges, comma-separated; '*' for any) whose "
         "X-Forwarded-* and Forwarded headers are believed.",
         metavar="IPS",
+        convert=comma_list,
         check=networks,
     )
-    proxy_protocol: bool = setting(
-        False, "--proxy-protocol", help="Expect a PROXY protocol v1/v2 header from trusted proxies."
+    secure_scheme_headers: dict[str, str] | None = setting(
+        None,
+        help="Headers (and values) from a trusted proxy that mean the client used HTTPS (config file). "
+        "Default: Gunicorn's X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: on.",
     )
+    forwarder_headers: tuple[str, ...] = setting(
+        ("SCRIPT_NAME", "PATH_INFO"),
+        "--forwarder-headers",
+        help="Headers a trusted proxy may send to set these environ keys directly "
+        "(SCRIPT_NAME, PATH_INFO, REMOTE_USER, ...; comma-separated).",
+        metavar="NAMES",
+        convert=comma_list,
+    )
+    proxy_protocol: str = setting(
+        "off",
+        "--proxy-protocol",
+        help="Expect a PROXY protocol header from --proxy-allow-from peers: off, auto (v1 or v2), v1, v2. "
+        "The flag alone means auto.",
+        choices=("off", "auto", "v1", "v2"),
+        convert=to_proxy_protocol,
+        const="auto",
+    )
+    proxy_allow_ips: tuple[str, ...] = setting(
+        ("127.0.0.1", "::1"),
+        "--proxy-allow-from",
+        help="Peers (IPs or CIDR ranges; '*' for any) allowed to send a PROXY protocol header.",
+        metavar="IPS",
+        convert=comma_list,
+        check=networks,
+    )
+
+    # -- TLS -------------------------------------------------------------
     certfile: str = setting("", "--certfile", help="TLS certificate file (PEM); enables HTTPS.")
     keyfile: str = setting("", "--keyfile", help="TLS private key file (PEM).")
     ca_certs: str = setting("", "--ca-certs", help="CA certificates to verify client certificates.")
-    cert_reqs: str = setting("none", "--cert-reqs", help="Client certificate requirement.", choices=CERT_REQS)
+    cert_reqs: str = setting(
+        "none",
+        "--cert-reqs",
+        help="Client certificate requirement (Gunicorn's 0, 1, 2 also work).",
+        choices=("none", "optional", "required"),
+        convert=to_cert_reqs,
+    )
     ciphers: str = setting("", "--ciphers", help="OpenSSL cipher list for TLS 1.2.")
     tls_min_version: str = setting(
         "1.2", "--tls-min-version", help="Lowest TLS version accepted.", choices=TLS_VERSIONS
     )
+    ssl_context: Hook = hook(
+        "ssl_context(config, default_ssl_context_factory): returns the server SSLContext."
+    )
 
     # -- logging ---------------------------------------------------------
-    loglevel: str = setting("info", "--log-level", help="Error log level.", choices=LOG_LEVELS)
+    loglevel: str = setting(
+        "info",
+        "--log-level",
+        help="Error log level.",
+        choices=LOG_LEVELS,
+        convert=lambda v: to_str(v).lower(),
+    )
     errorlog: str = setting("-", "--error-logfile", "--log-file", help="Error log file; '-' is stderr.")
     accesslog: str = setting("", "--access-logfile", help="Access log file; '-' is stdout. Off when empty.")
     access_log_format: str = setting(
         "",
+        "--access-logformat",
         "--access-log-format",
         help="Access log format with Gunicorn's atoms, or 'json'. Default: combined plus %%(D)s.",
         metavar="FORMAT",
@@ -348,7 +696,7 @@ class Settings:
         False,
         "-R",
         "--enable-stdio-inheritance",
-        help="Keep stdout/stderr unbuffered-compatible under --daemon (nothing redirected to /dev/null).",
+        help="Under --daemon, keep stdout and stderr instead of sending them to /dev/null.",
     )
     syslog: bool = setting(False, "--log-syslog", help="Also send the error log to syslog.")
     syslog_addr: str = setting(
@@ -363,6 +711,112 @@ class Settings:
         "--disable-redirect-access-to-syslog",
         help="With --log-syslog, keep the access log out of syslog.",
     )
+    logger_class: str = setting(
+        "gunicorn.glogging.Logger",
+        "--logger-class",
+        help="Gunicorn's logger class: forkserve logs through the logging module's forkserve.error and "
+        "forkserve.access (or gunicorn.error/gunicorn.access) loggers; shape them with logconfig_dict.",
+        convert=lambda v: to_str(
+            v if isinstance(v, str) or v is None else f"{v.__module__}.{v.__qualname__}"
+        ),
+        refused="a custom logger class runs Gunicorn's logging code; use logconfig_dict to shape the logs",
+    )
+
+    # -- Gunicorn settings forkserve does not need ------------------------
+    worker_tmp_dir: Any = compat(
+        None, "--worker-tmp-dir", ignored="the heartbeat lives in shared memory, not in a temporary file"
+    )
+    tmp_upload_dir: Any = compat(
+        None, ignored="request bodies are streamed to the app, never spooled to disk"
+    )
+    do_handshake_on_connect: Any = compat(
+        False,
+        "--do-handshake-on-connect",
+        ignored="TLS handshakes run in the worker's event loop, never blocking",
+    )
+    suppress_ragged_eofs: Any = compat(
+        True,
+        "--suppress-ragged-eofs",
+        ignored="a TLS client that leaves without close_notify is treated as gone",
+    )
+    ssl_version: Any = compat(
+        None, "--ssl-version", ignored="TLS 1.2 and 1.3 are negotiated; set tls_min_version for the floor"
+    )
+    http_parser: Any = compat("auto", "--http-parser", ignored="forkserve always uses its own strict parser")
+    default_proc_name: Any = compat("", ignored="process titles come from proc_name, else the app")
+    uwsgi_allow_ips: Any = compat(
+        ("127.0.0.1", "::1"),
+        "--uwsgi-allow-from",
+        ignored="used only with protocol 'uwsgi', which is refused",
+    )
+    statsd_host: Any = compat(None, "--statsd-host", ignored=NO_STATSD_YET)
+    statsd_prefix: Any = compat("", "--statsd-prefix", ignored=NO_STATSD_YET)
+    dogstatsd_tags: Any = compat("", "--dogstatsd-tags", ignored=NO_STATSD_YET)
+    enable_backlog_metric: Any = compat(False, "--enable-backlog-metric", ignored=NO_STATSD_YET)
+    control_socket: Any = compat(None, "--control-socket", ignored=NO_CONTROL_YET)
+    control_socket_mode: Any = compat(0o600, "--control-socket-mode", ignored=NO_CONTROL_YET)
+    control_socket_disable: Any = compat(False, "--no-control-socket", ignored=NO_CONTROL_YET)
+    http2_max_concurrent_streams: Any = compat(100, "--http2-max-concurrent-streams", ignored=NO_HTTP2)
+    http2_initial_window_size: Any = compat(65535, "--http2-initial-window-size", ignored=NO_HTTP2)
+    http2_max_frame_size: Any = compat(16384, "--http2-max-frame-size", ignored=NO_HTTP2)
+    http2_max_header_list_size: Any = compat(65536, "--http2-max-header-list-size", ignored=NO_HTTP2)
+
+    # -- Gunicorn settings refused unless left at their default ----------
+    protocol: str = setting(
+        "http",
+        "--protocol",
+        help="The protocol spoken to clients: http.",
+        convert=lambda v: to_str(v).lower(),
+        refused="forkserve speaks HTTP; the uwsgi protocol needs a uWSGI-speaking server",
+    )
+    http_protocols: str = setting(
+        "h1",
+        "--http-protocols",
+        help="HTTP versions offered: h1.",
+        convert=to_http_protocols,
+        refused=NO_HTTP2,
+    )
+    http2_cleartext: str = setting(
+        "off",
+        "--http2-cleartext",
+        help="HTTP/2 without TLS: off.",
+        convert=lambda v: "off" if v is False or v is None else to_str(str(v)).lower(),
+        refused=NO_HTTP2,
+    )
+    permit_obsolete_folding: Any = compat(
+        False,
+        "--permit-obsolete-folding",
+        refused="forkserve's parser stays strict: folded header lines are a request-smuggling risk",
+    )
+    strip_header_spaces: Any = compat(
+        False,
+        "--strip-header-spaces",
+        refused="forkserve's parser stays strict: space before ':' is a request-smuggling risk",
+    )
+    permit_unconventional_http_method: Any = compat(
+        False,
+        "--permit-unconventional-http-method",
+        refused="forkserve's parser accepts only RFC 9110 methods",
+    )
+    permit_unconventional_http_version: Any = compat(
+        False, "--permit-unconventional-http-version", refused="forkserve speaks HTTP/1.0 and HTTP/1.1 only"
+    )
+    casefold_http_method: Any = compat(
+        False, "--casefold-http-method", refused="methods are case-sensitive (RFC 9110); 'get' is refused"
+    )
+    asgi_loop: Any = compat("auto", "--asgi-loop", refused=NO_ASGI)
+    asgi_lifespan: Any = compat("auto", "--asgi-lifespan", refused=NO_ASGI)
+    asgi_disconnect_grace_period: Any = compat(3, "--asgi-disconnect-grace-period", refused=NO_ASGI)
+    websocket_max_message_size: Any = compat(16777216, "--websocket-max-message-size", refused=NO_ASGI)
+    dirty_apps: Any = compat((), "--dirty-app", refused=NO_DIRTY)
+    dirty_workers: Any = compat(0, "--dirty-workers", refused=NO_DIRTY)
+    dirty_timeout: Any = compat(300, "--dirty-timeout", refused=NO_DIRTY)
+    dirty_threads: Any = compat(1, "--dirty-threads", refused=NO_DIRTY)
+    dirty_graceful_timeout: Any = compat(30, "--dirty-graceful-timeout", refused=NO_DIRTY)
+    on_dirty_starting: Hook = hook("on_dirty_starting(arbiter)", refused=NO_DIRTY)
+    dirty_post_fork: Hook = hook("dirty_post_fork(arbiter, worker)", refused=NO_DIRTY)
+    dirty_worker_init: Hook = hook("dirty_worker_init(worker)", refused=NO_DIRTY)
+    dirty_worker_exit: Hook = hook("dirty_worker_exit(arbiter, worker)", refused=NO_DIRTY)
 
     # -- hooks (Gunicorn's names and signatures; config file only) ------
     on_starting: Hook = hook("on_starting(server): before the master opens sockets.")
@@ -388,6 +842,15 @@ class Settings:
     @property
     def binds(self) -> tuple[str, ...]:
         return self.bind or default_bind()
+
+    @property
+    def scheme_headers(self) -> dict[str, str]:
+        """secure_scheme_headers, with Gunicorn's default when unset."""
+        return (
+            GUNICORN_SECURE_SCHEME_HEADERS
+            if self.secure_scheme_headers is None
+            else self.secure_scheme_headers
+        )
 
 
 @dataclass(frozen=True)
@@ -417,51 +880,13 @@ WANTED = {bool: "true or false", int: "a whole number", float: "a number", str: 
 
 def coerce(entry: Entry, value: Any) -> Any:
     """Turn a raw value (a string from a flag, or a Python/TOML value) into the setting's type."""
-    kind = entry.kind
+    convert = to_hook if entry.spec.hook else entry.spec.convert or BY_TYPE[entry.kind]
     try:
-        if entry.spec.hook:
-            if value is not None and not callable(value):
-                raise ValueError
-            return value
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind is int or kind is float:
-            if isinstance(value, bool) or (kind is int and isinstance(value, float)):
-                raise ValueError
-            if entry.name == "umask" and isinstance(value, int):
-                return format(value, "03o")
-            return kind(value)
-        if kind is str:
-            if (
-                isinstance(value, int)
-                and not isinstance(value, bool)
-                and entry.name in ("umask", "user", "group")
-            ):
-                return format(value, "03o") if entry.name == "umask" else str(value)
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-        if kind == dict[str, Any] | None:
-            if value is not None and not isinstance(value, dict):
-                raise ValueError
-            return value
-        # tuple[str, ...]: a list, or one string; some settings split on commas.
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ValueError
-        if entry.name in ("pythonpath", "forwarded_allow_ips"):
-            return tuple(part.strip() for v in value for part in v.split(",") if part.strip())
-        return tuple(value)
+        return convert(value)
+    except SettingError:
+        raise
     except (TypeError, ValueError):
-        wanted = "a callable" if entry.spec.hook else WANTED.get(kind, "a list of strings")
+        wanted = "a callable" if entry.spec.hook else WANTED.get(entry.kind, "a list of strings")
         raise SettingError(f"{entry.name}: {value!r} is not {wanted}") from None
 
 
@@ -475,6 +900,8 @@ def build(values: dict[str, Any]) -> Settings:
             raise SettingError(f"unknown setting {name!r}{nearest(name, list(known))}")
         value = coerce(entry, raw)
         spec = entry.spec
+        if spec.refused and not is_default(entry, value):
+            raise SettingError(f"{name}: {value!r} is not supported: {spec.refused}")
         if spec.choices and value not in spec.choices:
             hint = nearest(str(value), spec.choices)
             raise SettingError(f"{name}: {value!r} is not one of {', '.join(spec.choices)}{hint}")
@@ -483,6 +910,25 @@ def build(values: dict[str, Any]) -> Settings:
             raise SettingError(f"{name}: {value!r} {problem}")
         clean[name] = value
     return Settings(**clean)
+
+
+def not_needed(config: Settings) -> list[str]:
+    """One line for each Gunicorn setting given a value that forkserve accepts but does not need."""
+    return [
+        f"{entry.name} = {getattr(config, entry.name)!r} changes nothing in forkserve: {entry.spec.ignored}"
+        for entry in registry()
+        if entry.spec.ignored and not is_default(entry, getattr(config, entry.name))
+    ]
+
+
+EMPTY: tuple[Any, ...] = ("", None, (), [], {})
+
+
+def is_default(entry: Entry, value: Any) -> bool:
+    """Is this the setting's default? (Any empty value counts as an empty default.)"""
+    if value == entry.default:
+        return True
+    return any(value == e for e in EMPTY) and any(entry.default == e for e in EMPTY)
 
 
 def markdown_table() -> str:

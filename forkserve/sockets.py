@@ -3,6 +3,11 @@
 The master calls ``open_listeners()`` before forking, so every worker
 inherits the same sockets and the kernel spreads connections among them.
 With port 0 the kernel picks a port; ``Listener.url`` reports the real one.
+
+A unix socket file is created under the ``umask`` setting alone, whose
+default is 0 as in Gunicorn: the socket is connectable by any user (a
+proxy such as nginx usually runs as another user), and the directory it
+lives in decides who can reach it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,15 @@ UPGRADE_FDS = "FORKSERVE_FDS"  # the listening fds a new master inherits on SIGU
 
 class BindError(ValueError):
     """A bind address that cannot be parsed or opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOptions:
+    """How listening sockets are made: --backlog, --umask, --reuse-port."""
+
+    backlog: int = 2048
+    umask: int = 0
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +88,8 @@ class Listener:
 
 
 def parse_bind(value: str) -> Address:
-    """Parse one bind value: HOST:PORT, :PORT, [IPV6]:PORT, unix:PATH, fd://N."""
+    """Parse one bind value: HOST:PORT, :PORT, [IPV6]:PORT, unix:PATH, fd://N (tcp:// allowed)."""
+    value = value.strip().removeprefix("tcp://")
     if value.startswith("unix:"):
         path = value[5:]
         if path.startswith("//"):
@@ -108,7 +123,8 @@ def _port(value: str, port: str) -> int:
     return int(port)
 
 
-def open_listener(address: Address, backlog: int) -> Listener:
+def open_listener(address: Address, options: SocketOptions) -> Listener:
+    backlog = options.backlog
     if address.name:
         raise BindError(f"bind fd://{address.name}: named sockets come from systemd socket activation")
     if address.fd >= 0:
@@ -121,9 +137,15 @@ def open_listener(address: Address, backlog: int) -> Listener:
     try:
         if address.family == socket.AF_UNIX:
             remove_socket_file(address.path)
-            sock.bind(address.path)
+            old_umask = os.umask(options.umask)
+            try:
+                sock.bind(address.path)
+            finally:
+                os.umask(old_umask)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if options.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if address.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((address.host, address.port))
@@ -136,11 +158,11 @@ def open_listener(address: Address, backlog: int) -> Listener:
     return Listener(sock, address)
 
 
-def open_listeners(binds: tuple[str, ...], backlog: int) -> list[Listener]:
+def open_listeners(binds: tuple[str, ...], options: SocketOptions) -> list[Listener]:
     listeners: list[Listener] = []
     try:
         for value in binds:
-            listeners.append(open_listener(parse_bind(value), backlog))
+            listeners.append(open_listener(parse_bind(value), options))
     except BindError:
         for listener in listeners:
             listener.close()

@@ -17,11 +17,30 @@ VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 def make_context(settings: Settings) -> ssl.SSLContext | None:
-    """The server context for --certfile/--keyfile, or None when TLS is off."""
+    """The server context for --certfile/--keyfile, or None when TLS is off.
+
+    An ``ssl_context(config, default_ssl_context_factory)`` hook, as in
+    Gunicorn, gets the settings and a function building the default context,
+    and returns the context to use (to add SNI callbacks, say).
+    """
     if not settings.certfile:
         if settings.keyfile:
             raise SettingError("keyfile: set certfile too, or leave both empty")
         return None
+    if settings.ssl_context is None:
+        return default_context(settings)
+    try:
+        context = settings.ssl_context(settings, lambda: default_context(settings))
+    except SettingError:
+        raise
+    except Exception as exc:
+        raise SettingError(f"ssl_context hook raised {exc!r}") from None
+    if not isinstance(context, ssl.SSLContext):
+        raise SettingError(f"ssl_context hook returned {type(context).__name__}, not an ssl.SSLContext")
+    return context
+
+
+def default_context(settings: Settings) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = VERSIONS[settings.tls_min_version]
     try:

@@ -40,6 +40,7 @@ from .process import (
     drop_privileges,
     resolve_ids,
     set_title,
+    spew,
 )
 from .proxy import ProxyTrust
 from .reloader import FileWatcher
@@ -112,6 +113,8 @@ class Worker:
         self.aborted_at = 0.0  # when the master sent SIGABRT
         self.retiring = False  # the master asked it to leave
         self.watch_files = False  # this worker runs the --reload file watcher
+        # As in Gunicorn: root_path, else a SCRIPT_NAME in the environment, is where the app is mounted.
+        self.script_name = (settings.root_path or os.environ.get("SCRIPT_NAME", "")).rstrip("/")
 
     # -- in the child ----------------------------------------------------
 
@@ -119,11 +122,13 @@ class Worker:
         """The child's whole life; returns its exit code."""
         self.pid = os.getpid()
         set_title(f"forkserve: worker [{self.settings.proc_name or self.settings.app}]")
+        if self.settings.spew:
+            spew()
         self.install_signals()
         run_hook(self.settings, "post_fork", master, self)
         try:
-            drop_privileges(*resolve_ids(self.settings.user, self.settings.group))
-            app = self.app or load_app(self.settings.app)
+            drop_privileges(*resolve_ids(self.settings.user, self.settings.group), self.settings.initgroups)
+            app = self.app or load_app(self.settings.app, self.settings.raw_paste_global_conf)
         except AppLoadError as error:
             self.log.error("%s", error)
             return EXIT_APP_LOAD_ERROR
@@ -214,8 +219,10 @@ class Worker:
             access_format=s.access_log_format,
             max_requests=max_requests,
             body_prebuffer=s.body_prebuffer,
-            proxy=ProxyTrust(s.forwarded_allow_ips),
-            proxy_protocol=s.proxy_protocol,
+            proxy=ProxyTrust(s.forwarded_allow_ips, s.scheme_headers, s.forwarder_headers),
+            proxy_protocol=ProxyTrust(s.proxy_allow_ips) if s.proxy_protocol != "off" else None,
+            refuse_underscored=s.header_map == "refuse",
+            sendfile=s.sendfile,
             pre_request=(lambda req: run_hook(s, "pre_request", self, req)) if s.pre_request else None,
             post_request=(
                 (lambda req, environ, resp: run_hook(s, "post_request", self, req, environ, resp))
@@ -242,6 +249,7 @@ class Worker:
             self.poller.register(self.threads.done_r, select.EPOLLIN)
             service.dispatch = self.dispatch
         self.watching = False
+        self.full = False  # holds worker_connections: not watching the listeners until one closes
         self.aside_until = 0.0  # while stepped aside: when to watch the listeners again
         self.may_step_aside = True
         nudges = self.seat.listen_for_nudges()
@@ -279,9 +287,10 @@ class Worker:
             self.poller.unregister(fd)
 
     def rejoin(self) -> None:
-        """End a step aside: watch the listening sockets again."""
+        """End a step aside: watch the listening sockets again (unless full)."""
         self.aside_until = 0.0
-        self.watch_listeners()
+        if not self.full:
+            self.watch_listeners()
 
     def step_back(self) -> None:
         """Go to the back of the kernel's queue of workers to wake (see balance.py)."""
@@ -310,8 +319,14 @@ class Worker:
                     self.resume(done)
 
     def on_listener(self, fd: int, service: Service) -> None:
-        """Connections are waiting: take this worker's fair share of them."""
-        self.accept(fd, service, self.how_many_to_take(self.by_fd[fd]))
+        """Connections are waiting: take this worker's fair share of them, up to worker_connections."""
+        room = self.settings.worker_connections - self.open_connections()
+        if room <= 0:
+            # Full: leave new connections to the other workers until one of ours closes.
+            self.full = True
+            self.unwatch_listeners()
+            return
+        self.accept(fd, service, min(room, self.how_many_to_take(self.by_fd[fd])))
 
     def how_many_to_take(self, listener: Listener) -> int:
         """How many of the waiting connections to take now (see balance.py)."""
@@ -397,6 +412,7 @@ class Worker:
                 url_scheme="https" if self.tls is not None else "http",
                 multithread=self.threads is not None,
                 file_wrapper=FileWrapper,
+                script_name=self.script_name,
             )
             connection = Connection(sock, environ, service)
             # Decided before serving it: its client may connect again meanwhile.
@@ -418,6 +434,10 @@ class Worker:
         if self.connections.pop(fd, None) is not None:
             self.poller.unregister(fd)
         connection.close()
+        if self.full and self.open_connections() < self.settings.worker_connections:
+            self.full = False
+            if not self.aside_until and self.service is not None and not self.service.closing:
+                self.watch_listeners()
         if self.aside_until and not self.seat.someone_holds_fewer(self.open_connections()):
             self.rejoin()  # no longer holds more than the others
         else:
