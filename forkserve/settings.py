@@ -931,26 +931,64 @@ def is_default(entry: Entry, value: Any) -> bool:
     return any(value == e for e in EMPTY) and any(entry.default == e for e in EMPTY)
 
 
+# forkserve's own settings; every other entry of the registry is one of Gunicorn's.
+FORKSERVE_ONLY = frozenset(
+    {
+        "app",
+        "header_timeout",
+        "body_prebuffer",
+        "io_timeout",
+        "max_worker_memory",
+        "limit_request_head",
+        "limit_chunk_extension",
+        "limit_request_trailers",
+        "limit_request_body",
+        "tls_min_version",
+    }
+)
+
+
 def markdown_table() -> str:
-    """The settings as a Markdown table, for the README (a test keeps the two in step)."""
+    """The settings forkserve implements as a Markdown table, for the README (a test keeps them in step)."""
     rows = ["| setting | flags | default | meaning |", "| --- | --- | --- | --- |"]
     for entry in registry():
         spec = entry.spec
-        flags = ", ".join(f"`{flag}`" for flag in spec.flags) or (
-            "positional" if spec.positional else "config file"
-        )
+        if spec.ignored or spec.refused:
+            continue  # in gunicorn_table()
         default = entry.default
         shown = (
             ""
             if default in ("", (), None)
             else f"`{','.join(default) if isinstance(default, tuple) else default}`"
         )
-        meaning = spec.help.replace("|", "\\|").replace("%%", "%")
+        meaning = spec.help
         if spec.choices:
             meaning += f" One of: {', '.join(spec.choices)}."
-        rows.append(f"| `{entry.name}` | {flags} | {shown} | {meaning} |")
+        rows.append(f"| `{entry.name}` | {_flags(spec)} | {shown} | {_cell(meaning)} |")
     return "\n".join(rows) + "\n"
 
 
+def gunicorn_table() -> str:
+    """Gunicorn's settings that forkserve accepts without needing them, or refuses, and why."""
+    rows = ["| Gunicorn setting | flags | forkserve's answer |", "| --- | --- | --- |"]
+    for entry in registry():
+        spec = entry.spec
+        if spec.ignored or spec.refused:
+            rows.append(f"| `{entry.name}` | {_flags(spec)} | {_cell(spec.answer)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _flags(spec: Spec) -> str:
+    return ", ".join(f"`{flag}`" for flag in spec.flags) or (
+        "positional" if spec.positional else "config file"
+    )
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("%%", "%")
+
+
 if __name__ == "__main__":
-    print(markdown_table(), end="")
+    import sys
+
+    print(gunicorn_table() if sys.argv[1:] == ["gunicorn"] else markdown_table(), end="")

@@ -210,9 +210,10 @@ def test_path_exists_for_tests():
     assert Path(TESTS / "apps" / "basic.py").exists()
 
 
-def test_readme_settings_table_matches_the_registry():
-    from forkserve.settings import markdown_table
+def test_readme_settings_tables_match_the_registry():
+    from forkserve.settings import gunicorn_table, markdown_table
 
     readme = (TESTS.parent / "README.md").read_text()
-    table = readme.split("<!-- settings:begin -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
-    assert table == markdown_table()
+    for marker, generated in (("settings", markdown_table()), ("gunicorn", gunicorn_table())):
+        table = readme.split(f"<!-- {marker}:begin -->\n", 1)[1].split(f"<!-- {marker}:end -->", 1)[0]
+        assert table == generated, f"regenerate the {marker} table: python -m forkserve.settings"
