@@ -248,6 +248,11 @@ def to_proxy_protocol(value: Any) -> str:
     return aliases.get(text, text)
 
 
+def to_log_level(value: Any) -> str:
+    level = to_str(value).strip().lower()
+    return {"warn": "warning", "fatal": "critical"}.get(level, level)  # the logging module's aliases
+
+
 def to_reload_engine(value: Any) -> str:
     engine = to_str(value)
     return "watchfiles" if engine == "inotify" else engine  # Gunicorn's name for the inotify watcher
@@ -547,6 +552,7 @@ class Settings:
         "--no-sendfile",
         help="Send wsgi.file_wrapper files with os.sendfile; --no-sendfile reads and writes them instead.",
         const=False,
+        convert=lambda value: value is None or to_bool(value),  # Gunicorn's None: on
     )
     limit_request_line: int = setting(
         4094,
@@ -671,7 +677,7 @@ class Settings:
         "--log-level",
         help="Error log level.",
         choices=LOG_LEVELS,
-        convert=lambda v: to_str(v).lower(),
+        convert=to_log_level,
     )
     errorlog: str = setting("-", "--error-logfile", "--log-file", help="Error log file; '-' is stderr.")
     accesslog: str = setting("", "--access-logfile", help="Access log file; '-' is stdout. Off when empty.")
