@@ -234,9 +234,19 @@ class Master:
             self.log.info("%s: %d workers wanted (was %d)", why, wanted, old)
             run_hook(self.settings, "nworkers_changed", self, wanted, old)
 
+    def worker_class(self) -> type[Worker]:
+        """The class that runs in each child; gevent's module is imported only when chosen."""
+        if self.settings.worker_class == "gevent":
+            from .gevent_worker import GeventWorker
+
+            return GeventWorker
+        return Worker
+
     def spawn(self) -> None:
         seat, heartbeat = self.scoreboard.claim(), Heartbeat()
-        worker = Worker(self.next_number, self.settings, self.listeners, heartbeat, seat, self.app, self.tls)
+        worker = self.worker_class()(
+            self.next_number, self.settings, self.listeners, heartbeat, seat, self.app, self.tls
+        )
         worker.generation = self.generation
         worker.watch_files = self.settings.reload and not any(w.watch_files for w in self.current_workers())
         self.next_number += 1

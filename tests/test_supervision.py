@@ -10,17 +10,22 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from conftest import ResponseReader, wait_until
 from traffic import Traffic
+
+# Tests that hold for every worker class run under each; the gevent-only ones are in test_gevent.py.
+WORKER_CLASSES = ["sync", "gevent"]
 
 
 def worker_set(server) -> set[int]:
     return set(server.workers())
 
 
-def test_sighup_reload_under_traffic_loses_nothing(serve):
-    server = serve("supervised:app", "--workers", "2", workers=2)
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_sighup_reload_under_traffic_loses_nothing(serve, worker_class):
+    server = serve("supervised:app", "-k", worker_class, "--workers", "2", workers=2)
     before = worker_set(server)
     with Traffic(server.url) as traffic:
         traffic.wait_for(200)
@@ -50,9 +55,19 @@ def test_ttin_ttou_under_traffic_loses_nothing(serve):
     assert "SIGTTIN: 3 workers wanted (was 2)" in server.log()
 
 
-def test_max_requests_recycles_without_failures(serve):
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_max_requests_recycles_without_failures(serve, worker_class):
     server = serve(
-        "supervised:app", "--workers", "2", "--max-requests", "50", "--max-requests-jitter", "10", workers=2
+        "supervised:app",
+        "-k",
+        worker_class,
+        "--workers",
+        "2",
+        "--max-requests",
+        "50",
+        "--max-requests-jitter",
+        "10",
+        workers=2,
     )
     with Traffic(server.url) as traffic:
         traffic.wait_for(600)
@@ -62,8 +77,9 @@ def test_max_requests_recycles_without_failures(serve):
     assert wait_until(lambda: len(server.workers()) == 2, 10)
 
 
-def test_last_response_before_recycling_says_close(serve):
-    server = serve("supervised:app", "--max-requests", "3")
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_last_response_before_recycling_says_close(serve, worker_class):
+    server = serve("supervised:app", "-k", worker_class, "--max-requests", "3")
     sock = server.connect()
     reader = ResponseReader(sock)
     for _ in range(2):
@@ -75,8 +91,9 @@ def test_last_response_before_recycling_says_close(serve):
     assert reader.closed()
 
 
-def test_memory_limit_recycles_the_worker(serve):
-    server = serve("supervised:app", "--max-worker-memory", "60")
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_memory_limit_recycles_the_worker(serve, worker_class):
+    server = serve("supervised:app", "-k", worker_class, "--max-worker-memory", "60")
     first = server.workers()[0]
     for _ in range(10):
         assert requests.get(server.url + "/grow", timeout=10).status_code == 200
@@ -85,8 +102,9 @@ def test_memory_limit_recycles_the_worker(serve):
     assert requests.get(server.url + "/", timeout=10).status_code == 200
 
 
-def test_killed_worker_costs_at_most_its_in_flight_requests(serve):
-    server = serve("supervised:app", "--workers", "2", workers=2)
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_killed_worker_costs_at_most_its_in_flight_requests(serve, worker_class):
+    server = serve("supervised:app", "-k", worker_class, "--workers", "2", workers=2)
     with Traffic(server.url, clients=4) as traffic:
         traffic.wait_for(200)
         victim = server.workers()[0]
@@ -123,16 +141,18 @@ def test_timeout_answers_the_stuck_request_and_replaces_the_worker(serve):
     assert requests.get(server.url + "/", timeout=10).status_code == 200
 
 
-def test_worker_stuck_in_a_busy_loop_is_aborted(serve):
-    server = serve("supervised:app", "--timeout", "1")
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_worker_stuck_in_a_busy_loop_is_aborted(serve, worker_class):
+    server = serve("supervised:app", "-k", worker_class, "--timeout", "1")
     first = server.workers()[0]
     response = requests.get(server.url + "/spin?60", timeout=30)
     assert response.status_code == 504
     assert wait_until(lambda: server.workers() and first not in server.workers(), 10)
 
 
-def test_graceful_stop_finishes_a_slow_in_flight_request(serve):
-    server = serve("supervised:app", "--workers", "1")
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_graceful_stop_finishes_a_slow_in_flight_request(serve, worker_class):
+    server = serve("supervised:app", "-k", worker_class, "--workers", "1")
     assert server.wait_for_log("Booting worker")
     # A raw socket connects before the signal is sent, so the request cannot
     # race the stop and be refused; the pause lets the worker start the app.
@@ -146,8 +166,9 @@ def test_graceful_stop_finishes_a_slow_in_flight_request(serve):
     assert server.stop() == 0
 
 
-def test_graceful_stop_serves_connections_waiting_in_the_backlog(serve):
-    server = serve("supervised:app", "--workers", "1")
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_graceful_stop_serves_connections_waiting_in_the_backlog(serve, worker_class):
+    server = serve("supervised:app", "-k", worker_class, "--workers", "1")
     slow = threading.Thread(target=lambda: requests.get(server.url + "/sleep?1.5", timeout=30))
     slow.start()
     assert server.wait_for_log("Booting worker")
@@ -164,8 +185,9 @@ def test_graceful_stop_serves_connections_waiting_in_the_backlog(serve):
     assert server.stop() == 0
 
 
-def test_second_sigterm_makes_the_stop_quick(serve):
-    server = serve("supervised:app", "--graceful-timeout", "60")
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_second_sigterm_makes_the_stop_quick(serve, worker_class):
+    server = serve("supervised:app", "-k", worker_class, "--graceful-timeout", "60")
     thread = threading.Thread(target=_swallow, args=(server.url + "/sleep?50",), daemon=True)
     thread.start()
 
@@ -445,16 +467,18 @@ def marking_config(tmp_path: Path, *hooks: str) -> tuple[Path, Path]:
     return config, marks
 
 
-def test_worker_int_hook_runs_on_a_quick_stop(serve, tmp_path):
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_worker_int_hook_runs_on_a_quick_stop(serve, tmp_path, worker_class):
     config, marks = marking_config(tmp_path, "worker_int")
-    server = serve("supervised:app", "-c", str(config), "--workers", "2", workers=2)
+    server = serve("supervised:app", "-k", worker_class, "-c", str(config), "--workers", "2", workers=2)
     assert server.stop(signal.SIGINT) == 0
     assert marks.read_text().splitlines() == ["worker_int", "worker_int"]
 
 
-def test_worker_abort_hook_runs_on_a_timeout(serve, tmp_path):
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_worker_abort_hook_runs_on_a_timeout(serve, tmp_path, worker_class):
     config, marks = marking_config(tmp_path, "worker_abort")
-    server = serve("supervised:app", "-c", str(config), "--timeout", "1")
+    server = serve("supervised:app", "-k", worker_class, "-c", str(config), "--timeout", "1")
     assert requests.get(server.url + "/sleep?30", timeout=30).status_code == 504
     assert wait_until(lambda: marks.exists() and marks.read_text() == "worker_abort\n", 10)
 
