@@ -47,6 +47,7 @@ from .http.errors import BadRequest, HTTPError
 from .http.parser import Limits, Request, RequestParser
 from .http.response import simple_response
 from .proxy import ProxyTrust, apply_forwarded, apply_forwarder_headers, parse_proxy_protocol
+from .statsd import StatsD
 from .streams import EMPTY_INPUT, InputStream
 from .wsgi import Exchange
 
@@ -105,6 +106,7 @@ class Service:
     proxy_protocol: ProxyTrust | None = None  # who may send a PROXY protocol header (None: off)
     refuse_underscored: bool = False  # header_map "refuse": 400 for header names with "_"
     sendfile: bool = True  # False (--no-sendfile): files are read and sent, never os.sendfile'd
+    statsd: StatsD | None = None  # --statsd-host
     dispatch: Callable[[Connection, Request], None] | None = None  # --threads: run in a pool
     pre_request: Callable[[Request], None] | None = None
     post_request: Callable[[Request, dict[str, Any], Exchange], None] | None = None
@@ -363,7 +365,8 @@ class Connection:
         service.requests += 1
         if service.max_requests and service.requests >= service.max_requests:
             service.closing = True  # this is the last one: say so in its response
-        started = time.perf_counter() if service.access_log is not None else 0.0
+        measured = service.access_log is not None or service.statsd is not None
+        started = time.perf_counter() if measured else 0.0
         keep_alive = request.keep_alive and service.keepalive > 0 and not service.closing
         exchange = self.exchange = Exchange(request, self, service.server_headers(), keep_alive)
         self.continue_sent = False
@@ -400,8 +403,8 @@ class Connection:
             if exchange.head is None:
                 self.send_error(500, "Internal Server Error", b"Internal Server Error\n")
             return False
-        if service.access_log is not None:
-            self.log_access(environ, exchange, time.perf_counter() - started)
+        if measured:
+            self.record(environ, exchange, time.perf_counter() - started)
         if service.post_request is not None:
             service.post_request(request, environ, exchange)
         if self.body_error is not None:  # the app swallowed it: the framing is lost all the same
@@ -421,13 +424,17 @@ class Connection:
             "%s: %s %s aborted past the timeout", self.peer, request.method, request.target
         )
 
-    def log_access(self, environ: dict[str, Any], exchange: Exchange, duration: float) -> None:
+    def record(self, environ: dict[str, Any], exchange: Exchange, duration: float) -> None:
+        """The access log line and the StatsD request metrics, whichever are on."""
+        service = self.service
         status = exchange.head.status if exchange.head else 0
-        line = logs.access_line(
-            self.service.access_format, environ, status, exchange.sent, duration, exchange.headers
-        )
-        assert self.service.access_log is not None
-        self.service.access_log.info(line)
+        if service.access_log is not None:
+            line = logs.access_line(
+                service.access_format, environ, status, exchange.sent, duration, exchange.headers
+            )
+            service.access_log.info(line)
+        if service.statsd is not None:
+            service.statsd.request(status, duration)
 
     def reject(self, error: HTTPError) -> bool:
         """Answer a request that broke the protocol, then close."""

@@ -31,6 +31,7 @@ from .hooks import run_hook
 from .process import BOOT_FAILURES, describe_exit, fork_child, set_title
 from .settings import SettingError, Settings
 from .sockets import UPGRADE_FDS, Listener
+from .statsd import StatsD
 from .tls import make_context
 from .worker import Worker
 
@@ -99,6 +100,11 @@ class Master:
         self.next_number = 1
         self.pidfile = settings.pidfile
         self.new_master = 0  # pid of the master started by SIGUSR2
+        self.statsd: StatsD | None = None
+        if settings.statsd_host:
+            self.statsd = StatsD(settings.statsd_host, settings.statsd_prefix, settings.dogstatsd_tags)
+            self.statsd.count_log_lines(self.log)
+        self.metrics_sent = 0.0
 
     # -- the loop --------------------------------------------------------
 
@@ -122,7 +128,19 @@ class Master:
             self.check_reload()
             self.check_ready()
             self.spawn_missing()
+            self.send_metrics()
         return self.stop()
+
+    def send_metrics(self) -> None:
+        """Once a second with --statsd-host: the pool's size and, if asked, the listen queue's."""
+        now = time.monotonic()
+        if self.statsd is None or now - self.metrics_sent < 1.0:
+            return
+        self.metrics_sent = now
+        self.statsd.send("gunicorn.workers", len(self.workers), "g")
+        if self.settings.enable_backlog_metric:
+            backlog = sum(listener.waiting() or 0 for listener in self.listeners)
+            self.statsd.send("gunicorn.backlog", backlog, "h")
 
     def install_signals(self) -> None:
         self.wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

@@ -54,6 +54,7 @@ class Spec:
     const: Any = None  # a flag whose value is optional (``--proxy-protocol [v1]``) gives this
     ignored: str = ""
     refused: str = ""
+    allowed: tuple[Any, ...] = ()  # with ``refused``: values besides the default that are fine
 
     @property
     def answer(self) -> str:
@@ -76,6 +77,7 @@ def setting(
     const: Any = None,
     ignored: str = "",
     refused: str = "",
+    allowed: Sequence[Any] = (),
 ) -> Any:
     spec = Spec(
         tuple(flags),
@@ -89,6 +91,7 @@ def setting(
         const,
         ignored,
         refused,
+        tuple(allowed),
     )
     return field(default=default, metadata={"spec": spec})
 
@@ -126,6 +129,17 @@ def networks(values: tuple[str, ...]) -> str | None:
                 ipaddress.ip_network(value, strict=False)
             except ValueError:
                 return f"{value!r} is not an IP address or CIDR range (or '*')"
+    return None
+
+
+def statsd_address(value: str) -> str | None:
+    from .statsd import parse_address
+
+    try:
+        if value:
+            parse_address(value)
+    except ValueError:
+        return "is not HOST:PORT or unix:PATH"
     return None
 
 
@@ -339,7 +353,6 @@ GUNICORN_SECURE_SCHEME_HEADERS = {
 NO_HTTP2 = "forkserve speaks HTTP/1.1; terminate HTTP/2 at the proxy in front (nginx, HAProxy)"
 NO_ASGI = "forkserve serves WSGI apps; ASGI settings need an ASGI server"
 NO_DIRTY = "forkserve has no dirty arbiters; run long tasks in a task queue or a separate pool"
-NO_STATSD_YET = "this release sends no StatsD metrics yet"
 NO_CONTROL_YET = "forkserve has no control socket in this release; signals control the master"
 
 
@@ -717,6 +730,20 @@ class Settings:
         "--disable-redirect-access-to-syslog",
         help="With --log-syslog, keep the access log out of syslog.",
     )
+    statsd_host: str = setting(
+        "",
+        "--statsd-host",
+        help="Send Gunicorn's StatsD metrics to HOST[:PORT] (UDP, port 8125 by default) or unix:PATH.",
+        metavar="ADDRESS",
+        check=statsd_address,
+    )
+    statsd_prefix: str = setting("", "--statsd-prefix", help="Put this in front of every StatsD metric name.")
+    dogstatsd_tags: str = setting(
+        "", "--dogstatsd-tags", help="DogStatsD tags added to every metric: comma-separated key:value."
+    )
+    enable_backlog_metric: bool = setting(
+        False, "--enable-backlog-metric", help="Also send the listen queue's length as gunicorn.backlog."
+    )
     logger_class: str = setting(
         "gunicorn.glogging.Logger",
         "--logger-class",
@@ -726,6 +753,7 @@ class Settings:
             v if isinstance(v, str) or v is None else f"{v.__module__}.{v.__qualname__}"
         ),
         refused="a custom logger class runs Gunicorn's logging code; use logconfig_dict to shape the logs",
+        allowed=("gunicorn.glogging.Logger", "gunicorn.instrument.statsd.Statsd"),
     )
 
     # -- Gunicorn settings forkserve does not need ------------------------
@@ -755,10 +783,6 @@ class Settings:
         "--uwsgi-allow-from",
         ignored="used only with protocol 'uwsgi', which is refused",
     )
-    statsd_host: Any = compat(None, "--statsd-host", ignored=NO_STATSD_YET)
-    statsd_prefix: Any = compat("", "--statsd-prefix", ignored=NO_STATSD_YET)
-    dogstatsd_tags: Any = compat("", "--dogstatsd-tags", ignored=NO_STATSD_YET)
-    enable_backlog_metric: Any = compat(False, "--enable-backlog-metric", ignored=NO_STATSD_YET)
     control_socket: Any = compat(None, "--control-socket", ignored=NO_CONTROL_YET)
     control_socket_mode: Any = compat(0o600, "--control-socket-mode", ignored=NO_CONTROL_YET)
     control_socket_disable: Any = compat(False, "--no-control-socket", ignored=NO_CONTROL_YET)
@@ -906,7 +930,7 @@ def build(values: dict[str, Any]) -> Settings:
             raise SettingError(f"unknown setting {name!r}{nearest(name, list(known))}")
         value = coerce(entry, raw)
         spec = entry.spec
-        if spec.refused and not is_default(entry, value):
+        if spec.refused and not is_default(entry, value) and value not in spec.allowed:
             raise SettingError(f"{name}: {value!r} is not supported: {spec.refused}")
         if spec.choices and value not in spec.choices:
             hint = nearest(str(value), spec.choices)

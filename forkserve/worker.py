@@ -46,6 +46,7 @@ from .proxy import ProxyTrust
 from .reloader import FileWatcher
 from .settings import Settings
 from .sockets import Listener
+from .statsd import StatsD
 from .threads import RequestThreads
 from .wsgi import FileWrapper
 
@@ -107,6 +108,7 @@ class Worker:
         self.log = logging.getLogger("forkserve.error")
         self.alive = True
         self.service: Service | None = None  # set once serving
+        self.statsd: StatsD | None = None  # set once serving, with --statsd-host
         self.pid = 0  # set in the master after the fork
         # Kept by the master about this worker:
         self.generation = 0
@@ -195,6 +197,9 @@ class Worker:
 
     def make_service(self, app: Callable[..., Iterable[bytes]]) -> Service:
         s = self.settings
+        if s.statsd_host:
+            self.statsd = StatsD(s.statsd_host, s.statsd_prefix, s.dogstatsd_tags)
+            self.statsd.count_log_lines(self.log)
         limits = Limits(
             request_line=s.limit_request_line,
             fields=s.limit_request_fields,
@@ -223,6 +228,7 @@ class Worker:
             proxy_protocol=ProxyTrust(s.proxy_allow_ips) if s.proxy_protocol != "off" else None,
             refuse_underscored=s.header_map == "refuse",
             sendfile=s.sendfile,
+            statsd=self.statsd,
             pre_request=(lambda req: run_hook(s, "pre_request", self, req)) if s.pre_request else None,
             post_request=(
                 (lambda req, environ, resp: run_hook(s, "post_request", self, req, environ, resp))
