@@ -8,7 +8,7 @@ results.md, results.json and results.png. Every figure is reported with its
 ratio to Gunicorn sync from the same run, because absolute numbers drift on a
 shared machine.
 
-    python benchmarks/run.py            # everything, ~1 h on 2 cores
+    python benchmarks/run.py            # everything, ~75 min on 2 cores
     python benchmarks/run.py --quick    # smoke test, about a minute
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -39,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_APPS = ["hello", "django", "download", "upload"]
 MODES = ["keep-alive", "close"]
 QUICK = {
-    "servers": ["forkserve", "gunicorn-sync", "floor"],
+    "servers": ["forkserve", "gunicorn-sync", "floor", "forkserve-gevent", "gunicorn-gevent"],
     "apps": ["hello"],
     "concurrency": [16],
     "modes": ["keep-alive"],
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test (~1 min): hello app, forkserve + gunicorn-sync + floor, c=16, "
+        help="smoke test (~1 min): hello app, forkserve + gunicorn-sync + floor + both gevent workers, c=16, "
         "keep-alive, 1 x 3 s; results go to a temp dir unless --out is given",
     )
     p.add_argument("--servers", type=csv(), help="comma-separated server names")
@@ -115,6 +116,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def our_gevent() -> str:
+    """gevent's version in this interpreter, where forkserve -k gevent runs."""
+    try:
+        return importlib.metadata.version("gevent")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -156,14 +165,15 @@ class Bench:
             except (deps.SetupError, subprocess.SubprocessError) as exc:
                 say(f"warning: no chart, matplotlib unavailable: {exc}")
                 args.no_chart = True
-        for pkg in ("gunicorn", "waitress", "granian", "django"):
+        for pkg in ("gunicorn", "waitress", "granian", "django", "gevent"):
             if pkg in have:
                 self.versions[pkg] = have[pkg]
         self.peers_site = deps.peers_site_packages() if need else ""
-        if "forkserve" in args.servers or "forkserve-threads" in args.servers:
+        ours = [name for name in args.servers if name.startswith("forkserve")]
+        if ours:
             found = deps.forkserve_env()
             if found is None:
-                for name in {"forkserve", "forkserve-threads"} & set(args.servers):
+                for name in ours:
                     for app in args.apps:
                         self.failures[(name, app)] = (
                             "forkserve does not import from this interpreter "
@@ -328,11 +338,14 @@ class Bench:
                 }
             )
         report.add_ratios(points, BASELINE)
+        gunicorn = self.versions.get("gunicorn", "?")
         versions = {
             "forkserve": self.versions.get("forkserve", "not importable"),
             "forkserve-threads": self.versions.get("forkserve", "not importable"),
             "gunicorn-sync": self.versions.get("gunicorn", "?"),
             "gunicorn-gthread": self.versions.get("gunicorn", "?"),
+            "forkserve-gevent": self.versions.get("forkserve", "not importable") + f", gevent {our_gevent()}",
+            "gunicorn-gevent": f"{gunicorn}, gevent {self.versions.get('gevent', '?')}",
             "waitress": self.versions.get("waitress", "?"),
             "granian": self.versions.get("granian", "?"),
             "django-runserver": "Django " + self.versions.get("django", "?"),

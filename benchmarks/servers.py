@@ -143,7 +143,7 @@ def _pythonpath(*parts: str) -> str:
     return os.pathsep.join(p for p in parts if p)
 
 
-def _forkserve(ctx: Context, threads: int | None = None) -> Launch:
+def _forkserve(ctx: Context, threads: int | None = None, worker_class: str = "") -> Launch:
     env = dict(ctx.env)
     extra_path = ctx.forkserve_env.get("PYTHONPATH", "")
     # forkserve runs from this interpreter; Django lives in the peers venv
@@ -156,16 +156,20 @@ def _forkserve(ctx: Context, threads: int | None = None) -> Launch:
     argv += ["--chdir", str(ctx.app.directory), "--pythonpath", str(ctx.app.directory)]
     if threads:
         argv += ["--threads", str(threads)]
+    if worker_class:
+        argv += ["--worker-class", worker_class]
     return Launch(argv + ctx.extra_args, ctx.app.directory, env)
 
 
-def _gunicorn(ctx: Context, gthread: bool) -> Launch:
+def _gunicorn(ctx: Context, worker_class: str) -> Launch:
     argv = [str(ctx.peers_bin / "gunicorn"), ctx.app.module]
     argv += ["--bind", f"{HOST}:0", "--workers", str(ctx.workers)]
     # No control socket: it would live in $HOME, shared between runs.
     argv += ["--chdir", str(ctx.app.directory), "--no-control-socket"]
-    if gthread:
+    if worker_class == "gthread":
         argv += ["--worker-class", "gthread", "--threads", str(GTHREAD_THREADS)]
+    elif worker_class == "gevent":
+        argv += ["--worker-class", "gevent"]  # worker_connections: 1000, as forkserve's
     return Launch(argv + ctx.extra_args, ctx.app.directory, dict(ctx.env))
 
 
@@ -266,16 +270,29 @@ SERVERS: dict[str, Server] = {
         Server(
             "gunicorn-sync",
             "Gunicorn sync",
-            lambda c: _gunicorn(c, gthread=False),
+            lambda c: _gunicorn(c, "sync"),
             "{w} worker processes",
             frozenset({"gunicorn"}),
         ),
         Server(
             "gunicorn-gthread",
             "Gunicorn gthread",
-            lambda c: _gunicorn(c, gthread=True),
+            lambda c: _gunicorn(c, "gthread"),
             "{w} worker processes x 4 threads",
             frozenset({"gunicorn"}),
+        ),
+        Server(
+            "forkserve-gevent",
+            "forkserve -k gevent",
+            lambda c: _forkserve(c, worker_class="gevent"),
+            "{w} worker processes, a greenlet per connection",
+        ),
+        Server(
+            "gunicorn-gevent",
+            "Gunicorn gevent",
+            lambda c: _gunicorn(c, "gevent"),
+            "{w} worker processes, a greenlet per connection",
+            frozenset({"gunicorn", "gevent"}),
         ),
         Server(
             "waitress",
