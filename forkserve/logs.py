@@ -322,6 +322,15 @@ class Capture:
 CAPTURE = Capture()
 
 
+def capture_output(config: Settings) -> None:
+    """``--capture-output``: fd 1 and 2 to the error log file (not when it is stderr).
+
+    ``configure`` calls it; call it again after anything that points fd 1
+    and 2 elsewhere (``--daemon`` sends them to /dev/null).
+    """
+    CAPTURE.point(config.errorlog if config.capture_output and config.errorlog != "-" else "")
+
+
 def configure(config: Settings) -> None:
     """Set logging up from the settings and the user's logging config (see the module docstring)."""
     user = read_user_config(config)
@@ -337,7 +346,7 @@ def configure(config: Settings) -> None:
             if clear_all or (handler.name or "").startswith(OWN):
                 logger.removeHandler(handler)
                 handler.close()
-    CAPTURE.point(config.errorlog if config.capture_output and config.errorlog != "-" else "")
+    capture_output(config)
     error = logging.getLogger(f"{family}.error")
     access = logging.getLogger(f"{family}.access")
     for logger in (error, access):

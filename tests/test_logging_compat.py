@@ -8,16 +8,20 @@ The expected lines were taken from Gunicorn 27 run with the same configs
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import LISTENING, Server, run_forkserve, wait_until
+from conftest import LISTENING, TESTS, Server, run_forkserve, wait_until
 
 WARNING = "forkserve: warning:"
 GENERIC = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
@@ -369,3 +373,80 @@ def test_a_logconfig_alone_turns_access_lines_on(serve, tmp_path):
     server = start_logging_to(serve, error_log, "basic:app", "-c", str(config))
     assert requests.get(server.url + "/hello?alone=1", timeout=10).ok
     assert wait_until(lambda: "alone=1" in text(access_log), 5)
+
+
+@contextlib.contextmanager
+def daemon(tmp_path: Path, *args: str) -> Iterator[tuple[Path, str]]:
+    """printing:app under --daemon, its stdio a file: yields (that file, the server's URL)."""
+    stdio, pidfile, error_log = tmp_path / "stdio.log", tmp_path / "d.pid", tmp_path / "error.log"
+    argv = ["printing:app", "--daemon", "--pid", str(pidfile), "--error-logfile", str(error_log)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS / "apps"), os.environ.get("PYTHONPATH", "")]),
+    }
+    with open(stdio, "wb") as out:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "forkserve", *argv, "--bind", "127.0.0.1:0", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    try:
+        assert launcher.wait(30) == 0, text(stdio)
+        assert wait_until(lambda: text(pidfile).strip() and "Booting worker" in text(error_log), 15)
+        match = LISTENING.search(text(error_log))
+        assert match, text(error_log)
+        yield stdio, match.group(1)
+    finally:
+        if text(pidfile).strip():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(text(pidfile)), signal.SIGTERM)
+            assert wait_until(lambda: not pidfile.exists(), 20)
+
+
+def test_daemon_sends_stdio_to_dev_null(tmp_path):
+    with daemon(tmp_path) as (stdio, url):
+        assert requests.get(url + "/?m=daemon", timeout=10).ok  # printed before it answered
+        assert "m=daemon" not in text(stdio) and "printing app imported" not in text(stdio)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="process.daemonize() sends stdout and stderr to /dev/null even with -R; "
+    "Gunicorn keeps them unless they are a terminal",
+)
+def test_enable_stdio_inheritance_keeps_stdio_under_daemon(tmp_path):
+    with daemon(tmp_path, "--enable-stdio-inheritance") as (stdio, url):
+        assert requests.get(url + "/?m=inherited", timeout=10).ok
+        assert "app stdout m=inherited" in text(stdio)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli.serve() daemonizes after logs.configure(), undoing --capture-output; "
+    "it needs logs.capture_output(config) after daemonize()",
+)
+def test_capture_output_under_daemon(tmp_path):
+    with daemon(tmp_path, "--capture-output") as (_, url):
+        assert requests.get(url + "/?m=captured", timeout=10).ok
+        assert "app stdout m=captured" in text(tmp_path / "error.log")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="master.handle_hup() calls logs.configure() outside its try: the SettingError stops the master",
+)
+def test_a_bad_logging_config_on_reload_keeps_the_server(serve, tmp_path):
+    config = tmp_path / "forkserve.conf.py"
+    config.write_text("workers = 1\n")
+    server = serve("basic:app", "-c", str(config))
+    write_conf(tmp_path, {"handlers": {"f": {"class": "logging.StreamHandler"}}, "root": {"handlers": ["f"]}})
+    server.send_signal(signal.SIGHUP)
+    assert server.wait_for_log(
+        "Reload failed, keeping the running workers: logconfig_dict: Unable to configure"
+    )
+    assert server.proc.poll() is None
+    assert requests.get(server.url + "/hello", timeout=10).ok
