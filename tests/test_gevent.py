@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from certs import make_certs
 from conftest import ResponseReader, wait_until
 from traffic import Traffic
 
@@ -95,7 +96,7 @@ def test_worker_connections_caps_the_requests_a_worker_holds(serve):
     assert requests.get(capped.url + "/peak", timeout=10).text == "4"
     assert elapsed >= 3 * 0.5 - 0.1  # 12 requests, 4 at a time
     uncapped = serve(APP, "-k", "gevent")
-    assert all(r.text == "slept" for r in get_all([f"{uncapped.url}/sleep?0.5"] * 12))
+    assert all(r.text == "slept" for r in get_all([f"{uncapped.url}/sleep?1"] * 12))
     assert requests.get(uncapped.url + "/peak", timeout=10).text == "12"
 
 
@@ -189,3 +190,23 @@ def test_config_file_that_patches_the_master_is_supervised_as_usual(serve, tmp_p
     assert server.stop() == 0
     assert "Shutting down" in server.log()
     assert "Traceback" not in server.log()
+
+
+def test_tls_under_the_gevent_worker(serve, tmp_path):
+    certs = make_certs(tmp_path / "certs")
+    server = serve(APP, "-k", "gevent", "--certfile", str(certs.cert), "--keyfile", str(certs.key))
+    url = server.url.replace("http://", "https://")
+    with requests.Session() as session:  # keep-alive: later requests reuse the TLS connection
+        for size in (0, 10, 300_000):
+            response = session.post(url + "/length", data=b"x" * size, verify=str(certs.ca), timeout=10)
+            assert (response.status_code, response.text) == (200, str(size))
+        assert session.get(url + "/patched", verify=str(certs.ca), timeout=10).text == "yes"
+    started = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        texts = list(
+            pool.map(
+                lambda _: requests.get(url + "/sleep?1", verify=str(certs.ca), timeout=30).text, range(10)
+            )
+        )
+    assert texts == ["slept"] * 10
+    assert time.monotonic() - started < 5  # side by side over TLS too

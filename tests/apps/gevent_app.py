@@ -8,6 +8,7 @@ Routes:
 - ``/spin?S``: a CPU-bound loop that never yields to the hub;
 - ``/patched``: whether this worker's ``socket`` and ``time`` are gevent's;
 - ``/gevent-loaded``: whether gevent is imported in this process at all;
+- ``/length``: how many body bytes it read;
 - anything else: the worker's pid.
 """
 
@@ -27,7 +28,10 @@ def app(environ, start_response):
     IN_APP += 1
     PEAK = max(PEAK, IN_APP)
     try:
-        body = route(environ["PATH_INFO"], environ.get("QUERY_STRING", ""))
+        if environ["PATH_INFO"] == "/length":
+            body = str(len(environ["wsgi.input"].read())).encode()
+        else:
+            body = route(environ["PATH_INFO"], environ.get("QUERY_STRING", ""))
     finally:
         IN_APP -= 1
     start_response("200 OK", [("Content-Type", "text/plain")])
