@@ -422,7 +422,7 @@ def reopen_files() -> None:
     """Reopen every log file (after logrotate): file handlers, and the captured fd 1 and 2."""
     if CAPTURE.path:
         CAPTURE.point(CAPTURE.path)
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.copy().values()]
     for logger in loggers:
         if isinstance(logger, logging.Logger):
             for handler in logger.handlers:
