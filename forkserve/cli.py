@@ -230,5 +230,6 @@ def serve(config: Settings, origin: Origin, warnings: list[str]) -> int:
         log.error("%s", error)
         return EXIT_USAGE
     if config.daemon:
-        daemonize()
+        daemonize(keep_stdio=config.enable_stdio_inheritance)
+        logs.capture_output(config)  # daemonize() pointed fd 1 and 2 elsewhere
     return master.run()

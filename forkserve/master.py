@@ -200,7 +200,9 @@ class Master:
         try:
             settings = self.origin.reload_settings() if self.origin.reload_settings else self.settings
             tls = make_context(settings)  # certificates are re-read: rotate them with a reload
+            logs.configure(settings)
         except SettingError as error:
+            logs.configure(self.settings)
             self.log.error("Reload failed, keeping the running workers: %s", error)
             systemd.notify("READY=1")
             return
@@ -213,7 +215,6 @@ class Master:
         else:
             self.reloading.old_workers += list(self.current_workers())
         self.settings, self.tls = settings, tls
-        logs.configure(settings)
         run_hook(settings, "on_reload", self)
         self.generation += 1
         self.set_wanted(settings.worker_count, "reload")

@@ -86,8 +86,12 @@ def set_title(title: str) -> None:
     setproctitle(title)
 
 
-def daemonize() -> None:
-    """Detach from the terminal: fork twice, new session, stdio to /dev/null."""
+def daemonize(keep_stdio: bool = False) -> None:
+    """Detach from the terminal: fork twice, new session, stdio to /dev/null.
+
+    ``keep_stdio`` (-R, --enable-stdio-inheritance) keeps stdout and stderr
+    where they point, unless that is the terminal being left.
+    """
     if os.fork():
         os._exit(0)
     os.setsid()
@@ -95,7 +99,8 @@ def daemonize() -> None:
         os._exit(0)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
-        os.dup2(null, fd)
+        if fd == 0 or not keep_stdio or os.isatty(fd):
+            os.dup2(null, fd)
     os.close(null)
 
 

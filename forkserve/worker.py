@@ -32,6 +32,7 @@ from .environ import base_environ
 from .heartbeat import Heartbeat
 from .hooks import run_hook
 from .http.parser import Limits, Request
+from .logs import access_wanted
 from .process import (
     EXIT_ABORTED,
     EXIT_APP_LOAD_ERROR,
@@ -209,7 +210,7 @@ class Worker:
             chunk_ext=s.limit_chunk_extension,
             trailer_size=s.limit_request_trailers,
         )
-        access_log = logging.getLogger("forkserve.access") if s.accesslog else None
+        access_log = logging.getLogger("forkserve.access") if access_wanted(s) else None
         max_requests = s.max_requests + random.randint(0, s.max_requests_jitter) if s.max_requests else 0
         return Service(
             app=app,

@@ -362,11 +362,6 @@ def test_without_an_error_log_file_capture_output_leaves_stdio_alone(serve):
     assert server.wait_for_log("app stdout m=stdio") and server.wait_for_log("app stderr m=stdio")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker.py builds the access logger only when --access-logfile is set; "
-    "Gunicorn also logs access lines when a logconfig is given (logs.access_wanted)",
-)
 def test_a_logconfig_alone_turns_access_lines_on(serve, tmp_path):
     error_log, access_log = tmp_path / "error.log", tmp_path / "access.log"
     config = write_conf(tmp_path, gunicorn_dict(error_log, access_log))
@@ -413,32 +408,18 @@ def test_daemon_sends_stdio_to_dev_null(tmp_path):
         assert "m=daemon" not in text(stdio) and "printing app imported" not in text(stdio)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="process.daemonize() sends stdout and stderr to /dev/null even with -R; "
-    "Gunicorn keeps them unless they are a terminal",
-)
 def test_enable_stdio_inheritance_keeps_stdio_under_daemon(tmp_path):
     with daemon(tmp_path, "--enable-stdio-inheritance") as (stdio, url):
         assert requests.get(url + "/?m=inherited", timeout=10).ok
         assert "app stdout m=inherited" in text(stdio)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.serve() daemonizes after logs.configure(), undoing --capture-output; "
-    "it needs logs.capture_output(config) after daemonize()",
-)
 def test_capture_output_under_daemon(tmp_path):
     with daemon(tmp_path, "--capture-output") as (_, url):
         assert requests.get(url + "/?m=captured", timeout=10).ok
         assert "app stdout m=captured" in text(tmp_path / "error.log")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="master.handle_hup() calls logs.configure() outside its try: the SettingError stops the master",
-)
 def test_a_bad_logging_config_on_reload_keeps_the_server(serve, tmp_path):
     config = tmp_path / "forkserve.conf.py"
     config.write_text("workers = 1\n")
