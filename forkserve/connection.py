@@ -46,7 +46,13 @@ from .environ import UNDERSCORED, build_environ
 from .http.errors import BadRequest, HTTPError
 from .http.parser import Limits, Request, RequestParser
 from .http.response import simple_response
-from .proxy import ProxyTrust, apply_forwarded, apply_forwarder_headers, parse_proxy_protocol
+from .proxy import (
+    ProxyTrust,
+    apply_forwarded,
+    apply_forwarder_headers,
+    parse_proxy_protocol,
+    starts_proxy_header,
+)
 from .statsd import StatsD
 from .streams import EMPTY_INPUT, InputStream
 from .wsgi import Exchange
@@ -104,6 +110,7 @@ class Service:
     body_prebuffer: int = 65536  # body bytes collected before the app runs
     proxy: ProxyTrust | None = None  # whose X-Forwarded-* / Forwarded headers to believe
     proxy_protocol: ProxyTrust | None = None  # who may send a PROXY protocol header (None: off)
+    proxy_versions: str = "auto"  # which PROXY protocol versions: auto (both), v1 or v2
     refuse_underscored: bool = False  # header_map "refuse": 400 for header names with "_"
     sendfile: bool = True  # False (--no-sendfile): files are read and sent, never os.sendfile'd
     statsd: StatsD | None = None  # --statsd-host
@@ -188,8 +195,16 @@ class Connection:
         return data
 
     def take_proxy_header(self, data: bytes) -> bytes:
-        """Read a PROXY protocol header; returns the bytes after it ("" while incomplete)."""
+        """Read a PROXY protocol header, if one comes; returns the bytes after it ("" while incomplete)."""
         self.proxy_header += data
+        starts = starts_proxy_header(self.proxy_header, self.service.proxy_versions)
+        if starts is None:
+            return b""
+        if not starts:  # plain HTTP from a proxy that sends no header on this connection
+            rest = bytes(self.proxy_header)
+            self.proxy_header.clear()
+            self.phase = Phase.HEAD
+            return rest
         result = parse_proxy_protocol(bytes(self.proxy_header))
         if result is None:
             return b""

@@ -112,6 +112,9 @@ class Master:
         self.pid = os.getpid()
         set_title(f"forkserve: master [{self.settings.proc_name or self.settings.app}]")
         self.install_signals()
+        run_hook(
+            self.settings, "nworkers_changed", self, self.wanted, None
+        )  # as Gunicorn: from None at start
         run_hook(self.settings, "on_starting", self)
         self.write_pidfile()
         for listener in self.listeners:

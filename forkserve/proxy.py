@@ -28,6 +28,8 @@ from typing import Any
 from .http.errors import BadRequest
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Gunicorn's secure_scheme_headers default: a header from a trusted proxy, and the value meaning HTTPS.
+SECURE_SCHEME_HEADERS = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
 # The environ keys of the headers a proxy adds.
 WATCHED = (
     "HTTP_X_FORWARDED_FOR",
@@ -50,13 +52,15 @@ class ProxyTrust:
     def __init__(
         self,
         allowed: Sequence[str],
-        secure_headers: dict[str, str] | None = None,
+        secure_headers: dict[str, str] = SECURE_SCHEME_HEADERS,
         forwarders: Sequence[str] = (),
     ) -> None:
-        # X-Forwarded-Proto is read hop by hop with X-Forwarded-For below.
+        # X-Forwarded-Proto is read hop by hop with X-Forwarded-For (apply_forwarded),
+        # and only when secure_scheme_headers names it, as Gunicorn reads it only then.
+        self.proto = any(name.upper() == "X-FORWARDED-PROTO" for name in secure_headers)
         self.secure = {
             "HTTP_" + name.upper().replace("-", "_"): value.lower()
-            for name, value in (secure_headers or {}).items()
+            for name, value in secure_headers.items()
             if name.upper() != "X-FORWARDED-PROTO"
         }
         self.watched = frozenset(WATCHED) | frozenset(self.secure)
@@ -119,7 +123,7 @@ def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
         hosts = [hop.get("host", "") for hop in hops]
     else:
         addresses = _split(environ.get("HTTP_X_FORWARDED_FOR"))
-        protos = _split(environ.get("HTTP_X_FORWARDED_PROTO"))
+        protos = _split(environ.get("HTTP_X_FORWARDED_PROTO")) if trust.proto else []
         hosts = _split(environ.get("HTTP_X_FORWARDED_HOST"))
     nodes = [_split_node(address) for address in addresses]
     count = len(nodes) or 1
@@ -209,6 +213,21 @@ V1_PREFIX = b"PROXY "
 V1_MAX = 107  # the longest v1 line the protocol allows, CRLF included
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V2_HEADER = struct.Struct("!12sBBH")
+
+
+def starts_proxy_header(data: bytes | bytearray, mode: str) -> bool | None:
+    """Do a connection's first bytes begin a PROXY header of a version ``mode`` accepts?
+
+    None while too few bytes have come to tell. As in Gunicorn, the header
+    is optional: a connection that starts otherwise is plain HTTP.
+    """
+    undecided = False
+    for prefix in (V2_SIGNATURE,) * (mode in ("auto", "v2")) + (V1_PREFIX,) * (mode in ("auto", "v1")):
+        if data[: len(prefix)] == prefix[: len(data)]:
+            if len(data) >= len(prefix):
+                return True
+            undecided = True
+    return None if undecided else False
 
 
 def parse_proxy_protocol(data: bytes) -> tuple[int, tuple[str, str] | None] | None:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
+from .proxy import SECURE_SCHEME_HEADERS
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 CERT_REQS = ("none", "optional", "required")
 TLS_VERSIONS = ("1.2", "1.3")
@@ -114,6 +116,13 @@ def compat(default: Any, *flags: str, ignored: str = "", refused: str = "", help
 def at_least(minimum: float) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value >= minimum else f"must be at least {minimum:g}"
+
+    return check
+
+
+def zero_or_at_least(minimum: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value == 0 or value >= minimum else f"must be 0 (no limit) or at least {minimum:g}"
 
     return check
 
@@ -345,11 +354,6 @@ def default_workers() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
-GUNICORN_SECURE_SCHEME_HEADERS = {
-    "X-FORWARDED-PROTOCOL": "ssl",
-    "X-FORWARDED-PROTO": "https",
-    "X-FORWARDED-SSL": "on",
-}
 NO_HTTP2 = "forkserve speaks HTTP/1.1; terminate HTTP/2 at the proxy in front (nginx, HAProxy)"
 NO_ASGI = "forkserve serves WSGI apps; ASGI settings need an ASGI server"
 NO_DIRTY = "forkserve has no dirty arbiters; run long tasks in a task queue or a separate pool"
@@ -570,21 +574,21 @@ class Settings:
     limit_request_line: int = setting(
         4094,
         "--limit-request-line",
-        help="Maximum request line length (414 past it).",
-        check=at_least(16),
+        help="Maximum request line length (414 past it). 0: only limit_request_head bounds it.",
+        check=zero_or_at_least(16),
     )
     limit_request_fields: int = setting(
         100,
         "--limit-request-fields",
-        help="Maximum number of header fields (431 past it).",
-        check=at_least(1),
+        help="Maximum number of header fields (431 past it). 0: 32768.",
+        check=at_least(0),
     )
     limit_request_field_size: int = setting(
         8190,
         "--limit-request-field_size",
         "--limit-request-field-size",
-        help="Maximum size of one header line (431 past it).",
-        check=at_least(16),
+        help="Maximum size of one header line (431 past it). 0: only limit_request_head bounds it.",
+        check=zero_or_at_least(16),
     )
     limit_request_head: int = setting(
         65536,
@@ -876,11 +880,7 @@ class Settings:
     @property
     def scheme_headers(self) -> dict[str, str]:
         """secure_scheme_headers, with Gunicorn's default when unset."""
-        return (
-            GUNICORN_SECURE_SCHEME_HEADERS
-            if self.secure_scheme_headers is None
-            else self.secure_scheme_headers
-        )
+        return SECURE_SCHEME_HEADERS if self.secure_scheme_headers is None else self.secure_scheme_headers
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 ACCEPT_BATCH = 4  # connections taken per wake-up when the queue's length is unknown
 STEP_ASIDE = 0.01  # seconds a worker holding more than its share leaves waiting connections to others
+MAX_FIELDS = 32768  # limit_request_fields = 0: Gunicorn's own ceiling
 BACKLOG_DRAIN = 4096  # at most this many queued connections taken when stopping
 
 
@@ -201,10 +202,11 @@ class Worker:
         if s.statsd_host:
             self.statsd = StatsD(s.statsd_host, s.statsd_prefix, s.dogstatsd_tags)
             self.statsd.count_log_lines(self.log)
+        # As in Gunicorn, 0 lifts a limit; the whole head stays bounded by limit_request_head.
         limits = Limits(
-            request_line=s.limit_request_line,
-            fields=s.limit_request_fields,
-            field_size=s.limit_request_field_size,
+            request_line=s.limit_request_line or s.limit_request_head,
+            fields=s.limit_request_fields or MAX_FIELDS,
+            field_size=s.limit_request_field_size or s.limit_request_head,
             head_size=s.limit_request_head,
             max_body=s.limit_request_body,
             chunk_ext=s.limit_chunk_extension,
@@ -227,16 +229,25 @@ class Worker:
             body_prebuffer=s.body_prebuffer,
             proxy=ProxyTrust(s.forwarded_allow_ips, s.scheme_headers, s.forwarder_headers),
             proxy_protocol=ProxyTrust(s.proxy_allow_ips) if s.proxy_protocol != "off" else None,
+            proxy_versions=s.proxy_protocol,
             refuse_underscored=s.header_map == "refuse",
             sendfile=s.sendfile,
             statsd=self.statsd,
-            pre_request=(lambda req: run_hook(s, "pre_request", self, req)) if s.pre_request else None,
+            pre_request=self.pre_request_hook(),
             post_request=(
                 (lambda req, environ, resp: run_hook(s, "post_request", self, req, environ, resp))
                 if s.post_request
                 else None
             ),
         )
+
+    def pre_request_hook(self) -> Callable[[Request], None] | None:
+        """The pre_request hook; without one, at debug level, Gunicorn's default: log method and path."""
+        if self.settings.pre_request:
+            return lambda request: run_hook(self.settings, "pre_request", self, request)
+        if self.log.isEnabledFor(logging.DEBUG):
+            return lambda request: self.log.debug("%s %s", request.method, request.path)
+        return None
 
     def serve(self, app: Callable[..., Iterable[bytes]]) -> None:
         service = self.service = self.make_service(app)

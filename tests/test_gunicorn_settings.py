@@ -558,3 +558,35 @@ def test_ssl_context_hook_returning_something_else_stops(tmp_path, certs):
     assert len(lines) == 1 and "ssl_context hook returned str, not an ssl.SSLContext" in lines[0], (
         result.stderr
     )
+
+
+def test_nworkers_changed_runs_from_none_at_start_and_debug_logs_each_request(serve, tmp_path):
+    marks = tmp_path / "marks"
+    config = tmp_path / "conf.py"
+    config.write_text(
+        "workers = 2\nloglevel = 'debug'\n"
+        "def nworkers_changed(server, new, old):\n"
+        f"    open({str(marks)!r}, 'a').write(f'{{old}}->{{new}}\\n')\n"
+    )
+    server = serve(APP, "-c", str(config), workers=2)
+    assert marks.read_text().splitlines()[0] == "None->2"  # as Gunicorn, before on_starting
+    assert requests.get(server.url + "/some/where?x=1", timeout=10).status_code == 200
+    # Gunicorn's default pre_request hook: method and path at debug level.
+    assert server.wait_for_log(r"\[DEBUG\] GET /some/where")
+
+
+@pytest.mark.parametrize("name", ["limit_request_line", "limit_request_field_size", "limit_request_fields"])
+def test_a_zero_limit_means_unlimited_as_in_gunicorn(serve, tmp_path, name):
+    config = tmp_path / "conf.py"
+    config.write_text(f"{name} = 0\n")
+    server = serve(APP, "-c", str(config))
+    long = "x" * 9000  # past Gunicorn's and forkserve's default line and field limits
+    path, headers = "/", {}
+    if name == "limit_request_line":
+        path += long
+    elif name == "limit_request_field_size":
+        headers = {"X-Long": long}
+    else:
+        headers = {f"X-Field-{n}": "1" for n in range(150)}  # past the default 100 fields
+    response = requests.get(server.url + path, headers=headers, timeout=10)
+    assert response.status_code == 200

@@ -144,3 +144,15 @@ def test_proxy_protocol_v2_ipv4_ipv6_and_local():
 
     with pytest.raises(BadRequest):
         parse_proxy_protocol(V2_SIGNATURE + bytes([0x11, 0x11]) + struct.pack("!H", 0))
+
+
+def test_x_forwarded_proto_counts_only_when_secure_scheme_headers_name_it():
+    env = environ(HTTP_X_FORWARDED_PROTO="https", HTTP_X_SCHEME="https")
+    apply_forwarded(env, ProxyTrust(["127.0.0.1"], {"X-SCHEME": "https"}))
+    assert env["wsgi.url_scheme"] == "https"  # from X-Scheme
+    env = environ(HTTP_X_FORWARDED_PROTO="https")
+    apply_forwarded(env, ProxyTrust(["127.0.0.1"], {"X-SCHEME": "https"}))
+    assert env["wsgi.url_scheme"] == "http"  # the proxy may not strip X-Forwarded-Proto: not believed
+    env = environ(HTTP_X_FORWARDED_PROTO="https")
+    apply_forwarded(env, LOOPBACK)  # Gunicorn's default names it
+    assert env["wsgi.url_scheme"] == "https"

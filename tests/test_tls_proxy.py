@@ -96,10 +96,20 @@ def test_proxy_protocol_from_a_trusted_peer(serve):
     data = proxied_get(server, b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 80\r\n")
     environ = json.loads(data.split(b"\r\n\r\n", 1)[1])
     assert environ["REMOTE_ADDR"] == "203.0.113.9" and environ["REMOTE_PORT"] == "40000"
+    # As in Gunicorn the header is optional: a connection without one is plain HTTP.
+    plain = proxied_get(server, b"")
+    assert plain.startswith(b"HTTP/1.1 200 ") and b'"REMOTE_ADDR": "127.0.0.1"' in plain
+
+
+def test_proxy_protocol_v1_only_refuses_a_v2_header(serve):
+    server = serve("basic:app", "--proxy-protocol", "v1")
+    v2_local = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])
+    assert proxied_get(server, v2_local).startswith(b"HTTP/1.1 400 ")
+    assert proxied_get(server, b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 80\r\n").startswith(b"HTTP/1.1 200 ")
 
 
 def test_proxy_protocol_header_from_an_untrusted_peer_is_not_believed(serve):
-    server = serve("basic:app", "--proxy-protocol", "--forwarded-allow-ips", "127.0.0.1")
+    server = serve("basic:app", "--proxy-protocol", "--proxy-allow-from", "127.0.0.1")
     data = proxied_get(server, b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 80\r\n", source="127.0.0.5")
     assert data.startswith(b"HTTP/1.1 400 ")
     plain = proxied_get(server, b"", source="127.0.0.5")  # untrusted peers speak plain HTTP
