@@ -1018,7 +1018,22 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("%%", "%")
 
 
+def update_readme(path: str) -> None:
+    """Rewrite both generated tables of the README in place."""
+    with open(path) as file:
+        text = file.read()
+    for marker, table in (("settings", markdown_table()), ("gunicorn", gunicorn_table())):
+        begin, end = f"<!-- {marker}:begin -->\n", f"<!-- {marker}:end -->"
+        before, _, rest = text.partition(begin)
+        text = before + begin + table + end + rest.partition(end)[2]
+    with open(path, "w") as file:
+        file.write(text)
+
+
 if __name__ == "__main__":
     import sys
 
-    print(gunicorn_table() if sys.argv[1:] == ["gunicorn"] else markdown_table(), end="")
+    if sys.argv[1:2] == ["--readme"]:
+        update_readme(sys.argv[2])
+    else:
+        print(gunicorn_table() if sys.argv[1:] == ["gunicorn"] else markdown_table(), end="")

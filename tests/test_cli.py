@@ -216,4 +216,4 @@ def test_readme_settings_tables_match_the_registry():
     readme = (TESTS.parent / "README.md").read_text()
     for marker, generated in (("settings", markdown_table()), ("gunicorn", gunicorn_table())):
         table = readme.split(f"<!-- {marker}:begin -->\n", 1)[1].split(f"<!-- {marker}:end -->", 1)[0]
-        assert table == generated, f"regenerate the {marker} table: python -m forkserve.settings"
+        assert table == generated, "regenerate: python -m forkserve.settings --readme README.md"
