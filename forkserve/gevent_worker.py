@@ -31,6 +31,7 @@ of this class: the master never loads it (unless a config file does).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -161,6 +162,11 @@ class GeventWorker(Worker):
         except ImportError as error:
             self.log.error("The gevent worker needs gevent: pip install 'forkserve[gevent]' (%s)", error)
             return EXIT_BOOT_FAILURE
+        if self.watch_files and self.settings.reload_engine != "poll":
+            # watchfiles waits in Rust for up to a second at a time, and once patched
+            # its "thread" is a greenlet: it would hold the hub. Polling waits cooperatively.
+            self.log.info("The gevent worker watches files by stat polling (watchfiles would block its hub)")
+            self.settings = dataclasses.replace(self.settings, reload_engine="poll")
         if self.tls is not None:
             # The master's context makes plain ssl sockets; a patched context makes
             # gevent's, which the patched ssl.SSLSocket (and so Connection) recognises.

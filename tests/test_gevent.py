@@ -210,3 +210,19 @@ def test_tls_under_the_gevent_worker(serve, tmp_path):
         )
     assert texts == ["slept"] * 10
     assert time.monotonic() - started < 5  # side by side over TLS too
+
+
+def test_reload_watches_files_without_holding_the_hub(serve, tmp_path):
+    marker = tmp_path / "marker.txt"
+    marker.write_text("one")
+    server = serve(APP, "-k", "gevent", "--reload", "--reload-extra-file", str(marker))
+    assert server.wait_for_log(r"Watching \d+ files for changes \(poll\)")
+    started = time.monotonic()
+    assert all(r.text == "slept" for r in get_all([f"{server.url}/sleep?1"] * 10))
+    assert time.monotonic() - started < 5  # the watcher never held the hub
+    marker.write_text("two")
+    stat = marker.stat()
+    os.utime(marker, (stat.st_atime + 2, stat.st_mtime + 2))
+    assert server.wait_for_log("marker.txt changed; asking the master to reload", timeout=15)
+    assert server.wait_for_log("Reload complete", timeout=20)
+    assert requests.get(server.url + "/patched", timeout=10).text == "yes"
