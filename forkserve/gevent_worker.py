@@ -41,13 +41,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .connection import Connection, Phase, RequestAborted, Service
-from .environ import base_environ
 from .hooks import run_hook
 from .process import EXIT_BOOT_FAILURE
 from .settings import Settings
 from .sockets import Listener
 from .worker import BACKLOG_DRAIN, Worker
-from .wsgi import FileWrapper
 
 if TYPE_CHECKING:
     import ssl
@@ -284,19 +282,9 @@ class GeventWorker(Worker):
     def open_connection(
         self, sock: socket.socket, addr: Any, server: tuple[str, str], service: Service
     ) -> GreenConnection:
-        sock.setblocking(False)  # Connection waits itself, with its own timeouts
-        tcp = sock.family != socket.AF_UNIX
-        peer = (addr[0], str(addr[1])) if tcp else ("", "")
-        if self.tls is not None:
-            # The handshake runs inside the first reads, without blocking.
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        environ = base_environ(
-            server=server,
-            peer=peer,
-            url_scheme="https" if self.tls is not None else "http",
-            multithread=True,  # PEP 3333: other greenlets may call the app at the same time
-            file_wrapper=FileWrapper,
-        )
+        # Non-blocking: Connection waits itself, with its own timeouts. Multithread
+        # (PEP 3333): other greenlets may call the app at the same time.
+        sock, environ = self.client(sock, addr, server, multithread=True)
         assert self.clocks is not None
         return GreenConnection(sock, environ, service, self.clocks)
 

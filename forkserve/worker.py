@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .apploader import AppLoadError, load_app
 from .balance import Seat, fair_share
@@ -409,7 +409,6 @@ class Worker:
     def accept(self, fd: int, service: Service, batch: int) -> None:
         listener = self.by_fd[fd]
         server = self.servers[fd]
-        tcp = listener.sock.family != socket.AF_UNIX
         stepped_back = False
         for _ in range(batch):
             try:
@@ -419,19 +418,7 @@ class Worker:
             except OSError as exc:  # EMFILE and friends: try again on the next wake-up
                 self.log.warning("accept() failed: %s", exc)
                 return
-            sock.setblocking(False)
-            peer = (addr[0], str(addr[1])) if tcp else ("", "")
-            if self.tls is not None:
-                # The handshake runs inside the first reads, without blocking.
-                sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-            environ = base_environ(
-                server=server,
-                peer=peer,
-                url_scheme="https" if self.tls is not None else "http",
-                multithread=self.threads is not None,
-                file_wrapper=FileWrapper,
-                script_name=self.script_name,
-            )
+            sock, environ = self.client(sock, addr, server, multithread=self.threads is not None)
             connection = Connection(sock, environ, service)
             # Decided before serving it: its client may connect again meanwhile.
             if not stepped_back and self.seat.someone_holds_fewer(self.open_connections() + 1):
@@ -446,6 +433,25 @@ class Worker:
                 self.poller.register(sock.fileno(), select.EPOLLIN)
             else:
                 self.drop(connection)
+
+    def client(
+        self, sock: socket.socket, addr: Any, server: tuple[str, str], multithread: bool
+    ) -> tuple[socket.socket, dict[str, Any]]:
+        """A just-accepted socket made non-blocking (and TLS-wrapped), with its connection's base environ."""
+        sock.setblocking(False)
+        peer = (addr[0], str(addr[1])) if sock.family != socket.AF_UNIX else ("", "")
+        if self.tls is not None:
+            # The handshake runs inside the first reads, without blocking.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        environ = base_environ(
+            server=server,
+            peer=peer,
+            url_scheme="https" if self.tls is not None else "http",
+            multithread=multithread,
+            file_wrapper=FileWrapper,
+            script_name=self.script_name,
+        )
+        return sock, environ
 
     def drop(self, connection: Connection) -> None:
         fd = connection.sock.fileno()
