@@ -3,12 +3,16 @@
 Follow one request through the modules in this order:
 
 1. ``cli``         the command line; turns errors into exit codes
-2. ``settings``    the one registry of settings (flags, config names, help)
+2. ``settings``    the one registry of settings (flags, config names, help,
+   and forkserve's answer to each of Gunicorn's); ``configfile`` reads
+   Python (as Gunicorn does) and TOML config files
 3. ``sockets``     parse ``--bind`` values; create, bind and listen
 4. ``master``      fork workers, handle signals, reap, respawn
    (``process``, ``heartbeat``: forking and proof of life)
 5. ``worker``      after the fork: load the app, epoll loop, accept
-   (``balance``: connections spread evenly over the workers)
+   (``balance``: connections spread evenly over the workers;
+   ``threads``: --threads; ``gevent_worker``: -k gevent, a greenlet per
+   connection around the same ``Connection``)
 6. ``connection``  one client socket: bytes in, app call, bytes out
 7. ``http``        sans-IO protocol: ``parser`` + ``body`` (requests in),
    ``response`` (response heads out), ``errors``, ``grammar``,
@@ -17,8 +21,11 @@ Follow one request through the modules in this order:
 9. ``streams``     ``wsgi.input``
 10. ``wsgi``       one app call: start_response, write(), close(), file_wrapper
 
-``apploader`` turns "module:app" into a callable, ``logs`` owns the error
-and access logs, and ``demo`` is the app served when none is named.
+``apploader`` turns "module:app" (or a PasteDeploy file) into a callable,
+``logs`` owns the error and access logs (Gunicorn's logger names too),
+``statsd`` sends Gunicorn's StatsD metrics, ``proxy`` decides what a
+trusted proxy may tell us, and ``demo`` is the app served when none is
+named.
 """
 
 __version__ = "0.1.0"

@@ -120,11 +120,22 @@ def load_settings(argv: Sequence[str]) -> Loaded:
         merged.update(values)
         sources.update(dict.fromkeys(values, origin))
     config = settings.build(merged)
+    if config.worker_class != "gevent" and patched_by_gevent():
+        # The sync worker's epoll loop cannot run on gevent's patched modules.
+        raise SettingError(
+            f"worker_class: {config.worker_class!r}, but the config file ran gevent's "
+            "monkey.patch_all(): set worker_class = 'gevent'"
+        )
     if not config.app:
         app, why = pick_app(config)
         config = dataclasses.replace(config, app=app)
         sources["app"] = why
     return Loaded(config, sources, from_file.warnings)
+
+
+def patched_by_gevent() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("select"))
 
 
 def pick_app(config: Settings) -> tuple[str, str]:

@@ -590,3 +590,14 @@ def test_a_zero_limit_means_unlimited_as_in_gunicorn(serve, tmp_path, name):
         headers = {f"X-Field-{n}": "1" for n in range(150)}  # past the default 100 fields
     response = requests.get(server.url + path, headers=headers, timeout=10)
     assert response.status_code == 200
+
+
+def test_a_config_that_patches_with_gevent_needs_the_gevent_worker(tmp_path):
+    config = tmp_path / "conf.py"
+    config.write_text("from gevent import monkey\nmonkey.patch_all()\nworkers = 1\n")
+    result = run_forkserve(APP, "-c", str(config), "--bind", "127.0.0.1:0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "forkserve: error: worker_class: 'sync', but the config file ran gevent's monkey.patch_all(): "
+        "set worker_class = 'gevent'"
+    ]
