@@ -103,14 +103,20 @@ class Loaded:
     warnings: list[str]
 
 
-def load_settings(argv: Sequence[str]) -> Loaded:
-    """Merge defaults < config file < GUNICORN_CMD_ARGS < FORKSERVE_CMD_ARGS < command line."""
+def load_settings(argv: Sequence[str], base: str = "") -> Loaded:
+    """Merge defaults < config file < GUNICORN_CMD_ARGS < FORKSERVE_CMD_ARGS < command line.
+
+    ``base``: the directory a relative config path is read from (a reload
+    passes the directory forkserve started in, which --chdir has left).
+    """
     parser = build_parser()
     layers = [(name, parse_flags(parser, shlex.split(os.environ.get(name, "")), name)) for name in ENV_ARGS]
     layers.append(("command line", parse_flags(parser, argv, "command line")))
     path = next((values["config"] for _, values in reversed(layers) if values.get("config")), "")
     if not path:
-        path = next((p for p in configfile.DEFAULT_PATHS if os.path.isfile(p)), "")
+        path = next((p for p in configfile.DEFAULT_PATHS if os.path.isfile(os.path.join(base, p))), "")
+    if path and base and not path.startswith("python:"):
+        path = os.path.join(base, path.removeprefix("file:"))  # an absolute path stays as it is
     from_file = configfile.load(path) if path else configfile.Loaded({}, [])
     if path:
         from_file.values["config"] = path
@@ -189,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.check_config:
         explain_settings(config, loaded.warnings)
         return check_config(config)
-    origin = Origin(argv=args, cwd=launch_dir, reload_settings=lambda: load_settings(args).config)
+    origin = Origin(argv=args, cwd=launch_dir, reload_settings=lambda: load_settings(args, launch_dir).config)
     return serve(config, origin, loaded.warnings)
 
 

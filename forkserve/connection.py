@@ -418,6 +418,20 @@ class Connection:
             if exchange.head is None:
                 self.send_error(500, "Internal Server Error", b"Internal Server Error\n")
             return False
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # The app tried to end the process: it costs this worker, never the server.
+            # Answer, then leave gracefully; the master starts a replacement.
+            service.log.error(
+                "%r from the app in %s %s from %s; this worker will be replaced",
+                exc,
+                request.method,
+                request.target,
+                self.peer,
+            )
+            if exchange.head is None:
+                self.send_error(500, "Internal Server Error", b"Internal Server Error\n")
+            service.closing = True
+            return False
         if measured:
             self.record(environ, exchange, time.perf_counter() - started)
         if service.post_request is not None:

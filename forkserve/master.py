@@ -28,7 +28,8 @@ from . import logs, systemd
 from .balance import Scoreboard
 from .heartbeat import Heartbeat
 from .hooks import run_hook
-from .process import BOOT_FAILURES, describe_exit, fork_child, set_title
+from .lifecycle import Event, Record, State
+from .process import BOOT_FAILURES, EXIT_BOOT_FAILURE, describe_exit, fork_child, set_title
 from .settings import SettingError, Settings
 from .sockets import UPGRADE_FDS, Listener
 from .statsd import StatsD
@@ -64,9 +65,12 @@ class Origin:
 
 @dataclass
 class Reload:
-    """A reload in progress: the workers it replaces and what to restore on failure."""
+    """A reload in progress: what to go back to if its workers cannot boot.
 
-    old_workers: list[Worker]
+    The workers it replaces are those of other generations; they are retired
+    once every worker of the new generation is ready.
+    """
+
     old_settings: Settings
     old_tls: ssl.SSLContext | None
     old_wanted: int
@@ -87,7 +91,7 @@ class Master:
         self.tls = make_context(settings)  # a bad certificate stops us here, before any fork
         self.origin = origin or Origin()
         self.wanted = settings.worker_count
-        self.workers: dict[int, Worker] = {}
+        self.workers: dict[int, Record] = {}  # by pid; see lifecycle.py
         self.scoreboard = Scoreboard()
         self.generation = 0
         self.reloading: Reload | None = None
@@ -95,6 +99,7 @@ class Master:
         self.exit_code: int | None = None
         self.graceful = True
         self.announced_ready = False
+        self.ever_ready = False  # some worker has served: boot failures no longer stop the master
         self.crashes: list[float] = []
         self.spawn_after = 0.0
         self.next_number = 1
@@ -112,9 +117,7 @@ class Master:
         self.pid = os.getpid()
         set_title(f"forkserve: master [{self.settings.proc_name or self.settings.app}]")
         self.install_signals()
-        run_hook(
-            self.settings, "nworkers_changed", self, self.wanted, None
-        )  # as Gunicorn: from None at start
+        run_hook(self.settings, "nworkers_changed", self, self.wanted, None)  # from None, as Gunicorn
         run_hook(self.settings, "on_starting", self)
         self.write_pidfile()
         for listener in self.listeners:
@@ -126,7 +129,7 @@ class Master:
             for signum in self.wait_for_signals(self.sleep_time()):
                 self.dispatch(signum)
             self.reap()
-            self.notice_leaving()
+            self.observe()
             self.abort_stuck()
             self.check_reload()
             self.check_ready()
@@ -161,7 +164,7 @@ class Master:
             return []
 
     def sleep_time(self) -> float:
-        if self.reloading or not self.announced_ready:
+        if any(record.state is State.BOOTING for record in self.workers.values()):
             return 0.1  # waiting for workers to boot: look often
         return max(0.05, min(1.0, self.spawn_after - time.monotonic())) if self.spawn_after else 1.0
 
@@ -212,11 +215,12 @@ class Master:
         if settings.binds != self.settings.binds:
             self.log.warning("bind changed in the config; sockets stay as they are until a restart")
         if self.reloading is None:
-            self.reloading = Reload(
-                list(self.workers.values()), self.settings, self.tls, self.wanted, self.generation
-            )
+            self.reloading = Reload(self.settings, self.tls, self.wanted, self.generation)
         else:
-            self.reloading.old_workers += list(self.current_workers())
+            # A reload already under way is superseded: its workers never served, and the
+            # workers to fall back on are still those the first reload found serving.
+            for record in self.current_workers():
+                self.retire(record)
         self.settings, self.tls = settings, tls
         run_hook(settings, "on_reload", self)
         self.generation += 1
@@ -225,8 +229,8 @@ class Master:
     def handle_usr1(self) -> None:
         self.log.info("Handling SIGUSR1: reopening log files")
         logs.reopen_files()
-        for worker in self.workers.values():
-            self.kill_worker(worker, signal.SIGUSR1)
+        for record in self.workers.values():
+            self.kill_worker(record, signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
         """Upgrade in place: start a new master that inherits the listening sockets."""
@@ -242,13 +246,18 @@ class Master:
         """Stop the workers gracefully but keep the master (after an upgrade)."""
         self.log.info("Handling SIGWINCH: stopping workers, keeping the master")
         self.wanted = 0
-        for worker in list(self.workers.values()):
-            self.retire(worker)
+        for record in list(self.workers.values()):
+            self.retire(record)
 
     # -- workers ---------------------------------------------------------
 
-    def current_workers(self) -> list[Worker]:
-        return [w for w in self.workers.values() if w.generation == self.generation and not w.retiring]
+    def current_workers(self) -> list[Record]:
+        """The workers that count towards the wanted number: booting or ready, this generation."""
+        return [
+            record
+            for record in self.workers.values()
+            if record.generation == self.generation and record.state in (State.BOOTING, State.READY)
+        ]
 
     def set_wanted(self, wanted: int, why: str) -> None:
         old, self.wanted = self.wanted, wanted
@@ -269,12 +278,13 @@ class Master:
         worker = self.worker_class()(
             self.next_number, self.settings, self.listeners, heartbeat, seat, self.app, self.tls
         )
-        worker.generation = self.generation
-        worker.watch_files = self.settings.reload and not any(w.watch_files for w in self.current_workers())
+        worker.watch_files = self.settings.reload and not any(
+            record.worker.watch_files for record in self.current_workers()
+        )
         self.next_number += 1
         run_hook(self.settings, "pre_fork", self, worker)
         worker.pid = fork_child(lambda: worker.run(self))
-        self.workers[worker.pid] = worker
+        self.workers[worker.pid] = Record(worker, self.generation)
 
     def spawn_missing(self) -> None:
         if self.exit_code is not None or time.monotonic() < self.spawn_after:
@@ -284,17 +294,36 @@ class Master:
 
     def retire_extra(self) -> None:
         """Gracefully stop the oldest workers beyond the wanted number."""
-        current = sorted(self.current_workers(), key=lambda w: w.number)
-        for worker in current[: max(0, len(current) - self.wanted)]:
-            self.retire(worker)
+        current = sorted(self.current_workers(), key=lambda record: record.worker.number)
+        for record in current[: max(0, len(current) - self.wanted)]:
+            self.retire(record)
 
-    def retire(self, worker: Worker) -> None:
-        worker.retiring = True
-        self.kill_worker(worker, signal.SIGTERM)
+    def retire(self, record: Record) -> None:
+        """Ask a worker to go: a booting one has no clients and is killed, a ready one finishes first."""
+        if record.state is State.BOOTING:
+            self.kill_worker(record, signal.SIGKILL)
+        elif record.state is State.READY:
+            self.kill_worker(record, signal.SIGTERM)
+        else:
+            return
+        record.move(Event.RETIRE)
 
-    def kill_worker(self, worker: Worker, signum: int) -> None:
+    def kill_worker(self, record: Record, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signum)
+            os.kill(record.pid, signum)
+
+    def observe(self) -> None:
+        """Read the heartbeat pages: who has booted, who is leaving on its own."""
+        for record in self.workers.values():
+            self.observe_one(record)
+
+    def observe_one(self, record: Record) -> None:
+        heartbeat = record.worker.heartbeat
+        if record.state is State.BOOTING and heartbeat.ready:
+            record.move(Event.BOOTED)
+            self.ever_ready = True
+        if record.state is State.READY and heartbeat.leaving:
+            record.move(Event.LEAVING)  # replaced at once, not after it exits
 
     def reap(self) -> None:
         """Collect every exited child and explain its exit; unknown pids are ignored."""
@@ -308,34 +337,43 @@ class Master:
             if pid == self.new_master:
                 self.new_master_exited(status)
                 continue
-            worker = self.workers.pop(pid, None)
-            if worker is None:
+            record = self.workers.pop(pid, None)
+            if record is None:
                 continue
-            worker.heartbeat.close()
-            self.scoreboard.release(worker.seat)
-            self.explain_exit(worker, status)
-            run_hook(self.settings, "child_exit", self, worker)
+            self.observe_one(record)  # it may have booted since the loop last looked
+            record.worker.heartbeat.close()
+            self.scoreboard.release(record.worker.seat)
+            self.explain_exit(record, status)
+            record.move(Event.EXITED)
+            run_hook(self.settings, "child_exit", self, record.worker)
 
-    def explain_exit(self, worker: Worker, status: int) -> None:
-        code = os.waitstatus_to_exitcode(status)
+    def explain_exit(self, record: Record, status: int) -> None:
         how = describe_exit(status)
-        if code in BOOT_FAILURES and self.exit_code is None:
-            if self.reloading is not None and worker.generation == self.generation:
-                self.abandon_reload(f"a new worker failed to boot ({how})")
-            elif not worker.retiring:
-                self.log.error("Worker %d failed to boot (%s); stopping", worker.pid, how)
-                self.exit_code, self.graceful = code, False
-        elif code == 0 or self.exit_code is not None or worker.retiring:
-            self.log.info("Worker %d exited (%s)", worker.pid, how)
+        if record.boot_deadline_missed:
+            how = f"no check-in within {self.settings.timeout:g}s of booting"
+        if self.exit_code is not None:
+            self.log.info("Worker %d exited (%s)", record.pid, how)
+        elif record.failed_to_boot():
+            self.boot_failed(record, os.waitstatus_to_exitcode(status), how)
+        elif os.waitstatus_to_exitcode(status) == 0 or record.state is State.RETIRING:
+            self.log.info("Worker %d exited (%s)", record.pid, how)
         else:
-            self.log.warning("Worker %d died (%s); replacing it", worker.pid, how)
+            self.log.warning("Worker %d died (%s); replacing it", record.pid, how)
             self.back_off()
 
-    def notice_leaving(self) -> None:
-        """A worker leaving on its own is replaced at once, not after it exits."""
-        for worker in self.workers.values():
-            if not worker.retiring and worker.heartbeat.leaving:
-                worker.retiring = True
+    def boot_failed(self, record: Record, code: int, how: str) -> None:
+        """A worker left before it ever served (see lifecycle.py for the rules)."""
+        if record.state is State.RETIRING:
+            self.log.info("Worker %d of a superseded reload left before booting (%s)", record.pid, how)
+        elif self.reloading is not None and record.generation == self.generation:
+            self.abandon_reload(f"a new worker failed to boot ({how})")
+        elif not self.ever_ready and (code in BOOT_FAILURES or record.boot_deadline_missed):
+            self.log.error("Worker %d failed to boot (%s); stopping", record.pid, how)
+            self.exit_code = code if code in BOOT_FAILURES else EXIT_BOOT_FAILURE
+            self.graceful = False
+        else:
+            self.log.error("Worker %d failed to boot (%s); retrying", record.pid, how)
+            self.back_off()
 
     def back_off(self) -> None:
         """Delay respawns when workers keep crashing, instead of a fork storm."""
@@ -347,34 +385,41 @@ class Master:
             self.spawn_after = now + delay
 
     def abort_stuck(self) -> None:
-        """SIGABRT a worker silent past --timeout; SIGKILL it if that is not enough."""
+        """Past --timeout: kill a worker that does not boot; SIGABRT (then SIGKILL) one stuck in a request."""
         timeout = self.settings.timeout
         if not timeout:
             return
         now = time.monotonic()
-        for worker in list(self.workers.values()):
-            if worker.aborted_at:
-                if now - worker.aborted_at > ABORT_GRACE:
-                    self.log.error("Worker %d ignored SIGABRT; killing it", worker.pid)
-                    self.kill_worker(worker, signal.SIGKILL)
-                    worker.aborted_at = float("inf")  # killed once is enough
-            elif worker.heartbeat.ready and worker.heartbeat.age() > timeout:
-                self.log.critical("WORKER TIMEOUT (pid:%d) after %gs", worker.pid, timeout)
-                worker.aborted_at = now
-                self.kill_worker(worker, signal.SIGABRT)
+        for record in list(self.workers.values()):
+            if record.boot_overdue(timeout, now) and not record.boot_deadline_missed:
+                self.log.error(
+                    "Worker %d did not boot within %gs (still loading the app); killing it",
+                    record.pid,
+                    timeout,
+                )
+                record.boot_deadline_missed = True
+                self.kill_worker(record, signal.SIGKILL)
+            elif record.aborted_at:
+                if now - record.aborted_at > ABORT_GRACE:
+                    self.log.error("Worker %d ignored SIGABRT; killing it", record.pid)
+                    self.kill_worker(record, signal.SIGKILL)
+                    record.aborted_at = float("inf")  # killed once is enough
+            elif record.booted_once and record.worker.heartbeat.age() > timeout:
+                self.log.critical("WORKER TIMEOUT (pid:%d) after %gs", record.pid, timeout)
+                record.aborted_at = now
+                self.kill_worker(record, signal.SIGABRT)
 
     # -- reload and readiness --------------------------------------------
 
     def check_reload(self) -> None:
-        """Retire the old workers once every new one has booted."""
-        reload = self.reloading
-        if reload is None:
+        """Retire the workers of other generations once every new one has booted."""
+        if self.reloading is None:
             return
         new = self.current_workers()
-        if len(new) >= self.wanted and all(w.heartbeat.ready for w in new):
-            for worker in reload.old_workers:
-                if worker.pid in self.workers:
-                    self.retire(worker)
+        if len(new) >= self.wanted and all(record.state is State.READY for record in new):
+            for record in list(self.workers.values()):
+                if record.generation != self.generation:
+                    self.retire(record)
             self.reloading = None
             self.log.info("Reload complete: %d new workers serving", len(new))
             systemd.notify("READY=1")
@@ -384,8 +429,8 @@ class Master:
         reload = self.reloading
         assert reload is not None
         self.log.error("Reload failed, keeping the old workers: %s", why)
-        for worker in self.current_workers():
-            self.retire(worker)
+        for record in self.current_workers():
+            self.retire(record)
         self.tls = reload.old_tls
         self.settings, self.wanted, self.generation = (
             reload.old_settings,
@@ -393,13 +438,14 @@ class Master:
             reload.old_generation,
         )
         self.reloading = None
+        logs.configure(self.settings)
         systemd.notify("READY=1")
 
     def check_ready(self) -> None:
         if self.announced_ready:
             return
         current = self.current_workers()
-        if len(current) >= self.wanted and all(w.heartbeat.ready for w in current):
+        if len(current) >= self.wanted and all(record.state is State.READY for record in current):
             self.announced_ready = True
             run_hook(self.settings, "when_ready", self)
             message = f"MAINPID={self.pid}\nREADY=1" if self.origin.upgraded else "READY=1"
@@ -464,8 +510,8 @@ class Master:
         systemd.notify("STOPPING=1")
         signum = signal.SIGTERM if self.graceful else signal.SIGQUIT
         grace = self.settings.graceful_timeout if self.graceful else QUICK_STOP_GRACE
-        for worker in self.workers.values():
-            self.kill_worker(worker, signum)
+        for record in self.workers.values():
+            self.kill_worker(record, signum)
         deadline = time.monotonic() + grace
         while self.workers and time.monotonic() < deadline:
             for received in self.wait_for_signals(0.1):
@@ -473,16 +519,16 @@ class Master:
                     self.log.info("Second stop signal: stopping quickly")
                     self.graceful = False
                     deadline = min(deadline, time.monotonic() + QUICK_STOP_GRACE)
-                    for worker in self.workers.values():
-                        self.kill_worker(worker, signal.SIGQUIT)
+                    for record in self.workers.values():
+                        self.kill_worker(record, signal.SIGQUIT)
             self.reap()
-        for worker in self.workers.values():
-            self.log.warning("Worker %d did not stop in time; killing it", worker.pid)
-            self.kill_worker(worker, signal.SIGKILL)
+        for record in self.workers.values():
+            self.log.warning("Worker %d did not stop in time; killing it", record.pid)
+            self.kill_worker(record, signal.SIGKILL)
         while self.workers:
             pid, _status = os.waitpid(-1, 0)
             if pid in self.workers:
-                self.workers.pop(pid).heartbeat.close()
+                self.workers.pop(pid).worker.heartbeat.close()
         for listener in self.listeners:
             listener.close(remove_file=not self.new_master)
         self.remove_pidfile()

@@ -112,10 +112,6 @@ class Worker:
         self.service: Service | None = None  # set once serving
         self.statsd: StatsD | None = None  # set once serving, with --statsd-host
         self.pid = 0  # set in the master after the fork
-        # Kept by the master about this worker:
-        self.generation = 0
-        self.aborted_at = 0.0  # when the master sent SIGABRT
-        self.retiring = False  # the master asked it to leave
         self.watch_files = False  # this worker runs the --reload file watcher
         # As in Gunicorn: root_path, else a SCRIPT_NAME in the environment, is where the app is mounted.
         self.script_name = (settings.root_path or os.environ.get("SCRIPT_NAME", "")).rstrip("/")
