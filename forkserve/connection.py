@@ -114,6 +114,7 @@ class Service:
     refuse_underscored: bool = False  # header_map "refuse": 400 for header names with "_"
     sendfile: bool = True  # False (--no-sendfile): files are read and sent, never os.sendfile'd
     statsd: StatsD | None = None  # --statsd-host
+    busy: Callable[[bool], None] | None = None  # --workers-max: says when a request is running
     dispatch: Callable[[Connection, Request], None] | None = None  # --threads: run in a pool
     pre_request: Callable[[Request], None] | None = None
     post_request: Callable[[Request, dict[str, Any], Exchange], None] | None = None
@@ -397,6 +398,8 @@ class Connection:
             apply_forwarded(environ, service.proxy)  # type: ignore[arg-type]
         if service.pre_request is not None:
             service.pre_request(request)
+        if service.busy is not None:
+            service.busy(True)
         try:
             exchange.run(service.app, environ)
         except ClientGone as exc:
@@ -432,6 +435,9 @@ class Connection:
                 self.send_error(500, "Internal Server Error", b"Internal Server Error\n")
             service.closing = True
             return False
+        finally:
+            if service.busy is not None:
+                service.busy(False)
         if measured:
             self.record(environ, exchange, time.perf_counter() - started)
         if service.post_request is not None:

@@ -7,6 +7,7 @@ The worker's ``beat()`` writes the time; the master's ``age()`` reads it
 and judges. ``mark_ready()`` tells the master the app is loaded, which a
 reload waits for before it retires the old workers; ``mark_leaving()``
 tells it to start a replacement before this worker has finished leaving.
+``set_busy()`` says a request is running, for a pool that sizes itself.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 _STAMP = struct.Struct("d")
 _READY_OFFSET = _STAMP.size
 _LEAVING_OFFSET = _READY_OFFSET + 1
+_BUSY_OFFSET = _LEAVING_OFFSET + 1
 
 
 class Heartbeat:
@@ -47,6 +49,14 @@ class Heartbeat:
     def leaving(self) -> bool:
         """The worker decided to leave (max_requests, memory): replace it now."""
         return self._page[_LEAVING_OFFSET] == 1
+
+    def set_busy(self, busy: bool) -> None:
+        """A request is running (written only with --workers-max, which reads it)."""
+        self._page[_BUSY_OFFSET] = busy
+
+    @property
+    def busy(self) -> bool:
+        return self._page[_BUSY_OFFSET] == 1
 
     def close(self) -> None:
         self._page.close()

@@ -51,6 +51,8 @@ HANDLED_SIGNALS = (
 ABORT_GRACE = 2.0  # seconds between SIGABRT and SIGKILL for a stuck worker
 QUICK_STOP_GRACE = 2.0  # seconds workers get on SIGINT/SIGQUIT before SIGKILL
 CRASH_WINDOW = 60.0  # crashes counted for the respawn back-off
+SCALE_UP_AFTER = 1.0  # seconds of sustained pressure before --workers-max adds a worker
+SCALE_CHECK = 0.25  # how often the master looks at the pressure with --workers-max
 
 
 @dataclass
@@ -110,6 +112,8 @@ class Master:
             self.statsd = StatsD(settings.statsd_host, settings.statsd_prefix, settings.dogstatsd_tags)
             self.statsd.count_log_lines(self.log)
         self.metrics_sent = 0.0
+        self.pressure_since = 0.0  # --workers-max: when the current stretch of pressure began
+        self.quiet_since = 0.0  # ... and of quiet
 
     # -- the loop --------------------------------------------------------
 
@@ -133,6 +137,7 @@ class Master:
             self.abort_stuck()
             self.check_reload()
             self.check_ready()
+            self.size_pool()
             self.spawn_missing()
             self.send_metrics()
         return self.stop()
@@ -166,6 +171,8 @@ class Master:
     def sleep_time(self) -> float:
         if any(record.state is State.BOOTING for record in self.workers.values()):
             return 0.1  # waiting for workers to boot: look often
+        if self.settings.workers_max:
+            return SCALE_CHECK
         return max(0.05, min(1.0, self.spawn_after - time.monotonic())) if self.spawn_after else 1.0
 
     def dispatch(self, signum: int) -> None:
@@ -259,10 +266,11 @@ class Master:
             if record.generation == self.generation and record.state in (State.BOOTING, State.READY)
         ]
 
-    def set_wanted(self, wanted: int, why: str) -> None:
+    def set_wanted(self, wanted: int, why: str = "") -> None:
         old, self.wanted = self.wanted, wanted
         if old != wanted:
-            self.log.info("%s: %d workers wanted (was %d)", why, wanted, old)
+            if why:
+                self.log.info("%s: %d workers wanted (was %d)", why, wanted, old)
             run_hook(self.settings, "nworkers_changed", self, wanted, old)
 
     def worker_class(self) -> type[Worker]:
@@ -289,8 +297,21 @@ class Master:
     def spawn_missing(self) -> None:
         if self.exit_code is not None or time.monotonic() < self.spawn_after:
             return
-        for _ in range(self.wanted - len(self.current_workers())):
+        current = self.current_workers()
+        missing = self.wanted - len(current)
+        if self.reloading is not None and self.settings.reload_mode == "chain":
+            # One new worker at a time, and only into a free slot: the pool, old
+            # workers still finishing included, never holds more than wanted + 1.
+            booting = any(record.state is State.BOOTING for record in current)
+            room = self.wanted + 1 - len(current) - len(self.other_generations())
+            missing = 0 if booting else min(missing, room)
+        for _ in range(missing):
             self.spawn()
+
+    def other_generations(self, live_only: bool = False) -> list[Record]:
+        """Workers of other generations still there (live_only: not yet asked to leave)."""
+        states = (State.BOOTING, State.READY) if live_only else (State.BOOTING, State.READY, State.RETIRING)
+        return [r for r in self.workers.values() if r.generation != self.generation and r.state in states]
 
     def retire_extra(self) -> None:
         """Gracefully stop the oldest workers beyond the wanted number."""
@@ -409,17 +430,80 @@ class Master:
                 record.aborted_at = now
                 self.kill_worker(record, signal.SIGABRT)
 
+    # -- a pool that sizes itself (--workers-max) --------------------------
+
+    def size_pool(self) -> None:
+        """Add a worker after sustained pressure, retire an extra one after sustained quiet.
+
+        One step at a time, each after its own stretch of pressure or quiet, so
+        the pool does not flap: up after SCALE_UP_AFTER seconds of pressure,
+        down after --scale-down-after seconds of quiet, between --workers and
+        --workers-max.
+        """
+        settings = self.settings
+        if not settings.workers_max or self.reloading is not None or self.exit_code is not None:
+            return
+        now = time.monotonic()
+        reason = self.pressure()
+        if reason:
+            self.quiet_since = 0.0
+            self.pressure_since = self.pressure_since or now
+            booting = any(record.state is State.BOOTING for record in self.current_workers())
+            if (
+                now - self.pressure_since >= SCALE_UP_AFTER
+                and self.wanted < settings.workers_max
+                and not booting
+            ):
+                self.log.info("Scaling up to %d workers: %s", self.wanted + 1, reason)
+                self.set_wanted(self.wanted + 1)
+                self.pressure_since = now
+            return
+        self.pressure_since = 0.0
+        self.quiet_since = self.quiet_since or now
+        if now - self.quiet_since >= settings.scale_down_after and self.wanted > settings.worker_count:
+            self.log.info(
+                "Scaling down to %d workers: quiet for %gs", self.wanted - 1, settings.scale_down_after
+            )
+            self.set_wanted(self.wanted - 1)
+            self.retire_extra()
+            self.quiet_since = now
+
+    def pressure(self) -> str:
+        """Why the pool needs another worker now, or '' when it does not."""
+        waiting = sum(listener.waiting() or 0 for listener in self.listeners)
+        if waiting:
+            return f"{waiting} connections waiting in the listen queue"
+        ready = [record for record in self.current_workers() if record.state is State.READY]
+        if ready and all(record.worker.heartbeat.busy for record in ready):
+            return f"all {len(ready)} workers busy"
+        return ""
+
     # -- reload and readiness --------------------------------------------
 
     def check_reload(self) -> None:
-        """Retire the workers of other generations once every new one has booted."""
+        """Retire the workers of other generations once every new one has booted.
+
+        In a chain reload, each new worker that is ready retires one old
+        worker at once, so the next new one can take its slot.
+        """
         if self.reloading is None:
             return
         new = self.current_workers()
-        if len(new) >= self.wanted and all(record.state is State.READY for record in new):
-            for record in list(self.workers.values()):
-                if record.generation != self.generation:
-                    self.retire(record)
+        ready = [record for record in new if record.state is State.READY]
+        old = sorted(self.other_generations(live_only=True), key=lambda record: record.worker.number)
+        if self.settings.reload_mode == "chain" and old and len(ready) + len(old) > self.wanted:
+            newest = max(ready, key=lambda record: record.worker.number)
+            self.log.info(
+                "Reload (chain): worker %d is ready; retiring old worker %d (%d of %d replaced)",
+                newest.pid,
+                old[0].pid,
+                len(ready),
+                self.wanted,
+            )
+            self.retire(old[0])
+        if len(new) >= self.wanted and len(ready) == len(new):
+            for record in self.other_generations(live_only=True):
+                self.retire(record)
             self.reloading = None
             self.log.info("Reload complete: %d new workers serving", len(new))
             systemd.notify("READY=1")

@@ -501,6 +501,27 @@ class Settings:
         "aborted and replaced. 0 disables.",
         check=at_least(0),
     )
+    workers_max: int = setting(
+        0,
+        "--workers-max",
+        help="Let the pool grow up to this many workers while connections wait or all workers are busy, "
+        "and shrink back to --workers when it is quiet. 0: a fixed pool.",
+        check=at_least(0),
+    )
+    scale_down_after: float = setting(
+        30.0,
+        "--scale-down-after",
+        help="With --workers-max: seconds of quiet before one extra worker is retired.",
+        metavar="SECONDS",
+        check=at_least(0.1),
+    )
+    reload_mode: str = setting(
+        "all",
+        "--reload-mode",
+        help="How HUP replaces workers: 'all' starts every new worker, then retires the old ones; "
+        "'chain' replaces them one at a time, so the pool never holds more than one extra worker.",
+        choices=("all", "chain"),
+    )
     graceful_timeout: float = setting(
         30.0,
         "--graceful-timeout",
@@ -939,7 +960,13 @@ def build(values: dict[str, Any]) -> Settings:
         if problem:
             raise SettingError(f"{name}: {value!r} {problem}")
         clean[name] = value
-    return Settings(**clean)
+    config = Settings(**clean)
+    if config.workers_max and config.workers_max < config.worker_count:
+        raise SettingError(
+            f"workers_max: {config.workers_max} is below workers ({config.worker_count}); "
+            f"set it to at least {config.worker_count}, or 0 for a fixed pool"
+        )
+    return config
 
 
 def not_needed(config: Settings) -> list[str]:
@@ -974,6 +1001,9 @@ FORKSERVE_ONLY = frozenset(
         "limit_request_trailers",
         "limit_request_body",
         "tls_min_version",
+        "workers_max",
+        "scale_down_after",
+        "reload_mode",
     }
 )
 

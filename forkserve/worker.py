@@ -229,6 +229,7 @@ class Worker:
             refuse_underscored=s.header_map == "refuse",
             sendfile=s.sendfile,
             statsd=self.statsd,
+            busy=self.heartbeat.set_busy if s.workers_max else None,
             pre_request=self.pre_request_hook(),
             post_request=(
                 (lambda req, environ, resp: run_hook(s, "post_request", self, req, environ, resp))
