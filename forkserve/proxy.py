@@ -8,8 +8,11 @@ the app untouched but change nothing.
 With several proxies in a chain, the client is the rightmost address in
 the list that is not itself a trusted proxy: every trusted hop appended
 what it saw, while anything left of the first untrusted hop was written
-by the client and may be forged. Proto and host are taken from the same
-hop when the lists line up, else from the nearest proxy (the last value).
+by the client and may be forged. A hop that names no address (RFC 7239
+§6: ``unknown``, an obfuscated ``_name``, or nothing at all) is not a
+trusted proxy either: the walk stops there and REMOTE_ADDR stays the
+peer's. Proto and host are taken from the hop where the walk stopped when
+the lists line up, else from the nearest proxy (the last value).
 When a ``Forwarded`` header is present, the X-Forwarded-* headers are
 ignored.
 
@@ -99,9 +102,15 @@ def _split(value: str | None) -> list[str]:
 
 
 def _client_index(addresses: list[str], trust: ProxyTrust) -> int:
-    """Index of the rightmost address that is not a trusted proxy (0 if all are)."""
+    """Index of the rightmost address that is not a trusted proxy (0 if all are).
+
+    An empty address (an unknown or obfuscated hop) is never trusted: nothing
+    says which proxy appended what lies left of it. It must not reach
+    ``trusts()``, where "" means a unix-socket peer.
+    """
     for index in range(len(addresses) - 1, -1, -1):
-        if not trust.trusts(addresses[index]):
+        address = addresses[index]
+        if not address or not trust.trusts(address):
             return index
     return 0
 
@@ -165,17 +174,23 @@ def apply_forwarder_headers(
 
 
 def _split_node(node: str) -> tuple[str, str]:
-    """'1.2.3.4:80', '[::1]:80', '"[::1]"' or 'unknown' -> (address, port)."""
+    """'1.2.3.4:80', '[::1]:80', '"[::1]"' or 'unknown' -> (address, port).
+
+    RFC 7239 §6: an ``unknown`` or obfuscated (``_name``) node, with or
+    without a port, and an empty one give ("", ""): an untrusted hop that
+    leaves REMOTE_ADDR alone. An obfuscated port is reported as no port.
+    """
     node = node.strip().strip('"')
     if node.startswith("["):
         host, _, rest = node[1:].partition("]")
-        return host, rest.lstrip(":")
-    if node.count(":") == 1:
+        port = rest.lstrip(":")
+    elif node.count(":") == 1:
         host, _, port = node.partition(":")
-        return host, port
-    if node.lower() == "unknown" or node.startswith("_"):
-        return "", ""  # RFC 7239 §6: unknown or obfuscated: leave REMOTE_ADDR alone
-    return node, ""
+    else:
+        host, port = node, ""
+    if not host or host.startswith("_") or host.lower() == "unknown":
+        return "", ""
+    return host, "" if port.startswith("_") else port
 
 
 def parse_forwarded(value: str) -> list[dict[str, str]]:

@@ -96,6 +96,51 @@ def test_obfuscated_or_unknown_client_leaves_remote_addr():
     assert env["REMOTE_ADDR"] == "127.0.0.1"
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"HTTP_FORWARDED": "for=6.6.6.6, for=unknown"},
+        {"HTTP_FORWARDED": "for=6.6.6.6, for=UNKNOWN"},
+        {"HTTP_FORWARDED": 'for=6.6.6.6, for="unknown:4711"'},
+        {"HTTP_FORWARDED": "for=6.6.6.6, for=_hidden"},
+        {"HTTP_FORWARDED": 'for=6.6.6.6, for="_hidden:_port"'},
+        {"HTTP_FORWARDED": "for=6.6.6.6, proto=https"},  # a hop that names no client at all
+        {"HTTP_FORWARDED": "for=6.6.6.6, for=unknown, for=127.0.0.1"},  # behind a trusted hop too
+        {"HTTP_X_FORWARDED_FOR": "6.6.6.6, unknown"},
+        {"HTTP_X_FORWARDED_FOR": "6.6.6.6, _hidden"},
+        {"HTTP_X_FORWARDED_FOR": "6.6.6.6, "},
+        {"HTTP_X_FORWARDED_FOR": "6.6.6.6, unknown, 127.0.0.1"},
+    ],
+)
+def test_unknown_or_obfuscated_hop_stops_the_walk(headers):
+    """RFC 7239 §6: such a hop is not a trusted proxy, so what lies left of it may be forged."""
+    env = environ(**headers)
+    apply_forwarded(env, LOOPBACK)
+    assert env["REMOTE_ADDR"] == "127.0.0.1" and env["REMOTE_PORT"] == "5000"
+
+
+def test_proto_and_host_never_come_from_left_of_an_unknown_hop():
+    forwarded = 'for=6.6.6.6;proto=https;host=evil.example, for=unknown;proto=http;host="app.example"'
+    env = environ(HTTP_FORWARDED=forwarded)
+    apply_forwarded(env, LOOPBACK)
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["wsgi.url_scheme"] == "http" and env["HTTP_HOST"] == "app.example"  # the unknown hop's own
+    env = environ(
+        HTTP_X_FORWARDED_FOR="6.6.6.6, _hidden",
+        HTTP_X_FORWARDED_PROTO="https, http",
+        HTTP_X_FORWARDED_HOST="evil.example, app.example",
+    )
+    apply_forwarded(env, LOOPBACK)
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["wsgi.url_scheme"] == "http" and env["HTTP_HOST"] == "app.example"
+
+
+def test_obfuscated_port_is_not_reported():
+    env = environ(HTTP_FORWARDED='for="198.51.100.4:_p1"')
+    apply_forwarded(env, LOOPBACK)
+    assert env["REMOTE_ADDR"] == "198.51.100.4" and env["REMOTE_PORT"] == ""
+
+
 def test_proxy_protocol_v1():
     data = b"PROXY TCP4 192.0.2.1 198.51.100.1 56324 443\r\nGET / HTTP/1.1\r\n"
     consumed, client = parse_proxy_protocol(data)
