@@ -1,0 +1,115 @@
+"""The fuzz targets (tests/fuzz/) in the normal suite, and what the fuzzers found.
+
+* Each target replays its seed corpus and a few hundred mutations of it
+  (deterministic, no atheris needed), so a target broken by a change in
+  forkserve or in the target itself is noticed here, not in the CI fuzz step.
+* Each target starts under atheris and runs a couple hundred inputs.
+* Inputs the fuzzers turned up stay here as regression tests.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
+sys.path.insert(0, str(FUZZ_DIR))
+
+import fuzz_chunked  # noqa: E402
+import fuzz_parser  # noqa: E402
+import fuzz_proxy  # noqa: E402
+from harness import CORPUS_DIR, make_input, read_input  # noqa: E402
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "parser": fuzz_parser.check,
+    "chunked": fuzz_chunked.check,
+    "proxy": fuzz_proxy.check,
+}
+INTERESTING = b'\r\n \t:;,="[]\x00\x0b\x7f\x80\xff0aF-_\\%'
+
+
+def seeds(target: str) -> list[bytes]:
+    return [path.read_bytes() for path in sorted((CORPUS_DIR / target).iterdir())]
+
+
+def mutations(corpus: list[bytes], count: int, rng: random.Random) -> list[bytes]:
+    """Seeds with a few byte edits, a random options byte and random cuts."""
+    out = []
+    for _ in range(count):
+        payload = bytearray(read_input(rng.choice(corpus)).payload)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randint(0, len(payload))
+            byte = rng.choice(INTERESTING) if rng.random() < 0.8 else rng.randrange(256)
+            edit = rng.choice(("insert", "replace", "delete", "repeat"))
+            if edit == "insert":
+                payload[at:at] = bytes([byte])
+            elif edit == "repeat":
+                payload[at:at] = payload[at : at + rng.randint(1, 8)] * rng.randint(1, 20)
+            elif at < len(payload):
+                if edit == "replace":
+                    payload[at] = byte
+                else:
+                    del payload[at]
+        cuts = tuple(rng.randrange(65536) for _ in range(rng.randint(0, 8)))
+        out.append(make_input(bytes(payload), rng.randrange(256), cuts))
+    return out
+
+
+def test_input_format_round_trips():
+    fuzz = read_input(make_input(b"GET / HTTP/1.1\r\n", 0x05, (3, 70000 % 65536)))
+    assert (fuzz.options, fuzz.payload, fuzz.cuts) == (0x05, b"GET / HTTP/1.1\r\n", (3, 70000 % 65536))
+    assert read_input(b"") == read_input(b"\x00") == read_input(b"\x00\x00")
+    assert read_input(b"\x00\x03\x01").payload == b""  # a truncated cut list is no payload
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_target_holds_on_its_seeds_and_their_mutations(target):
+    corpus = seeds(target)
+    assert len(corpus) >= 20, f"the {target} seed corpus is missing (python tests/fuzz/make_corpus.py)"
+    check = TARGETS[target]
+    for data in corpus + mutations(corpus, 300, random.Random(f"forkserve-{target}")):
+        try:
+            check(data)
+        except Exception as exc:
+            raise AssertionError(f"{target} fails on {data!r}") from exc
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_target_runs_under_atheris(target, tmp_path):
+    pytest.importorskip("atheris")
+    done = subprocess.run(
+        [sys.executable, str(FUZZ_DIR / f"fuzz_{target}.py"), "-runs=300", "-seed=1", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Done 300 runs" in done.stderr, done.stderr[-2000:]
+
+
+def test_runner_reports_a_crash_with_exit_1(tmp_path, monkeypatch):
+    """run.py must fail the CI step when a target crashes: a target that always crashes shows it."""
+    pytest.importorskip("atheris")
+    import run
+
+    crashing = tmp_path / "fuzz_crashing.py"
+    crashing.write_text(
+        f"import sys\nsys.path.insert(0, {str(FUZZ_DIR)!r})\nfrom harness import fuzz_main\n"
+        "def check(data):\n    raise AssertionError('boom')\n"
+        "fuzz_main('crashing', check)\n"
+    )
+    monkeypatch.setattr(run, "FUZZ_DIR", tmp_path)
+    monkeypatch.setattr(run, "TARGETS", ("crashing",))
+    monkeypatch.setenv("FORKSERVE_FUZZ_WORK", str(tmp_path / "work"))
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["--runs", "10"]) == 1
+
+
+# -- what the fuzzers found ------------------------------------------------------
