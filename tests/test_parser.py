@@ -75,6 +75,38 @@ def status(data: bytes, limits: Limits | None = None) -> int:
     return refusal(data, limits).status
 
 
+def every_split(data: bytes) -> list[list[bytes]]:
+    """The bytes whole, byte by byte, and cut in two at every position."""
+    return [[data], [data[i : i + 1] for i in range(len(data))]] + [
+        [data[:i], data[i:]] for i in range(1, len(data))
+    ]
+
+
+def statuses_in_every_split(data: bytes) -> set[int]:
+    """The refusal's status however ``data`` is split (one element when they agree)."""
+    found = set()
+    for pieces in every_split(data):
+        parser = RequestParser()
+        with pytest.raises(HTTPError) as info:
+            for piece in pieces:
+                run(parser, piece, bytewise=False)
+        found.add(info.value.status)
+    return found
+
+
+def parsed_in_every_split(data: bytes) -> list[Request]:
+    """The requests parsed from ``data``, checked to be the same however it is split."""
+    results = []
+    for pieces in every_split(data):
+        parser = RequestParser()
+        requests = []
+        for piece in pieces:
+            requests += run(parser, piece, bytewise=False)
+        results.append(requests)
+    assert all(result == results[0] for result in results)
+    return results[0]
+
+
 GET = b"GET / HTTP/1.1\r\nHost: example.com\r\n"
 
 
@@ -105,7 +137,12 @@ def test_obs_text_is_allowed_in_values_and_kept_as_latin1():
 
 def test_percent_decoded_path_is_latin1_bytes():
     assert parse(b"GET /%C3%A9%2F?q HTTP/1.1\r\nHost: x\r\n\r\n").path == "/\xc3\xa9/"
-    assert parse(b"GET /\xe9 HTTP/1.1\r\nHost: x\r\n\r\n").path == "/\xe9"
+
+
+def test_percent_encoded_utf8_target_parses_the_same_in_every_split():
+    (request,) = parsed_in_every_split(b"GET /caf%C3%A9?q=%C3%A9 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert request.target == "/caf%C3%A9?q=%C3%A9"
+    assert request.path == "/caf\xc3\xa9" and request.query == "q=%C3%A9"
 
 
 def test_fragment_is_not_part_of_path_or_query():
@@ -270,6 +307,28 @@ def test_underscore_header_is_not_a_framing_header():
 )
 def test_malformed_request_line_is_400(line):
     assert status(line + b"\r\nHost: x\r\n\r\n") == 400
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/api/\xe9esource/456",  # a latin-1 byte
+        b"/\xc3\xa0k",  # raw UTF-8
+        b"/\xc3\xa0 k",  # raw UTF-8, then a space
+        b"/\x80",
+        b"/\xff",
+        b"/a?q=\xe9",  # in the query
+        b"/a#\xe9",  # in a fragment
+        b"http://x/\xe9",  # in an absolute-form target
+        b"http://\xe9/",  # in its authority
+    ],
+)
+def test_target_outside_visible_ascii_is_400_in_every_split(target):
+    """RFC 9112 §3.2, RFC 3986 §2: a request-target is visible ASCII; other bytes go percent-encoded."""
+    data = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert statuses_in_every_split(data) == {400}
+    if b" k" not in target:
+        assert "target" in refusal(data).reason
 
 
 @pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/0.9", b"HTTP/1.2", b"HTTP/3.0"])

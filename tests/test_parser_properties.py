@@ -179,6 +179,26 @@ def test_pipelined_requests_parse_the_same_in_any_split(generated, cuts):
     assert drive(split(data, cuts)) == whole
 
 
+@BOUNDED
+@given(
+    valid_requests(),
+    st.integers(min_value=0),
+    st.integers(min_value=0x80, max_value=0xFF),
+    st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_non_ascii_byte_in_the_target_is_400_however_split(generated, position, byte, cuts):
+    """RFC 9112 §3.2: a request-target is visible ASCII only (percent-encode the rest)."""
+    data, expected = generated
+    target_start = data.index(b" ") + 1
+    target_end = target_start + len(str(expected["target"]))
+    at = target_start + 1 + position % (target_end - target_start)  # after the leading "/"
+    data = data[:at] + bytes([byte]) + data[at:]
+    whole = drive([data])
+    assert whole.end == ("error", 400) and not whole.messages
+    assert drive(split(data, cuts)) == whole
+    assert drive(bytewise(data)) == whole
+
+
 # -- hostile bytes ---------------------------------------------------------------
 
 INTERESTING = b'\r\n \t:;,\x00\x0b\x7f\x80\xff0aF-"\\'

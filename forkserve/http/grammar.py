@@ -20,10 +20,12 @@ TCHAR = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
 TOKEN = re.compile(f"[{TCHAR}]+")
 
 # RFC 9112 §3: request-line = method SP request-target SP HTTP-version,
-# exactly one space between parts. The target may hold visible ASCII and
-# obs-text, but no whitespace or control characters. Any HTTP/x.y matches
-# here so that an unsupported version gets 505 rather than 400.
-REQUEST_LINE = re.compile(f"([{TCHAR}]+) ([\\x21-\\x7e\\x80-\\xff]+) (HTTP/[0-9]\\.[0-9])")
+# exactly one space between parts. RFC 9112 §3.2 and RFC 3986 §2 allow only
+# visible ASCII in the target (anything else goes percent-encoded), so no
+# whitespace, control character or obs-text: a raw UTF-8 or latin-1 byte
+# there gets 400, as with Gunicorn. Any HTTP/x.y matches here so that an
+# unsupported version gets 505 rather than 400.
+REQUEST_LINE = re.compile(f"([{TCHAR}]+) ([\\x21-\\x7e]+) (HTTP/[0-9]\\.[0-9])")
 SUPPORTED_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
 
 # RFC 9112 §5.1: field-line = field-name ":" OWS field-value OWS, with no
