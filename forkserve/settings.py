@@ -420,9 +420,7 @@ class Settings:
         check=each_key_value,
     )
     preload_app: bool = setting(
-        False,
-        "--preload",
-        help="Import the app once, in a template process the workers fork from; HUP loads new code.",
+        False, "--preload", help="Load the app once in the master before forking workers."
     )
     reload: bool = setting(
         False, "--reload", help="Restart workers when the app's source files change (development)."
