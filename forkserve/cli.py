@@ -234,15 +234,8 @@ def serve(config: Settings, origin: Origin, warnings: list[str]) -> int:
     except BindError as error:
         log.error("%s", error)
         return EXIT_LISTEN
-    app = None
-    if config.preload_app:
-        try:
-            app = load_app(config.app, config.raw_paste_global_conf)
-        except AppLoadError as error:
-            log.error("%s", error)
-            return EXIT_APP_LOAD_ERROR
     try:
-        master = Master(config, listeners, app, origin)
+        master = Master(config, listeners, origin)
     except SettingError as error:
         log.error("%s", error)
         return EXIT_USAGE

@@ -4,7 +4,7 @@ Owns only what changes when a worker's connections are greenlets instead of
 entries in an epoll loop:
 
 - monkey-patching, in the child after the fork and before the app is
-  imported (and again when the app was preloaded in the master: that case
+  imported (and again when the app was preloaded in the template: that case
   is logged, since the app's own imports then escaped the patching);
 - accepting: a greenlet per listening socket, capped by
   ``worker_connections`` (a gevent ``Pool`` of connection greenlets);
@@ -151,7 +151,7 @@ class GeventWorker(Worker):
     def run(self, master: Master | None = None) -> int:
         if self.app is not None:
             self.log.warning(
-                "The app was preloaded in the master, before gevent patched the standard "
+                "The app was preloaded before the fork, before gevent patched the standard "
                 "library; what it imported by name (from socket import ..., from time import sleep) "
                 "may block this worker. Patching anyway."
             )

@@ -1,10 +1,13 @@
 """Proof of life between a worker and the master, with no system call per beat.
 
-The master creates one ``Heartbeat`` per worker before forking: a shared
-anonymous memory page holding the worker's last monotonic timestamp
-(CLOCK_MONOTONIC is the same clock in every process) and a "booted" flag.
-The worker's ``beat()`` writes the time; the master's ``age()`` reads it
-and judges. ``mark_ready()`` tells the master the app is loaded, which a
+The master maps one shared anonymous region for the whole pool
+(``Heartbeats``) before it forks anything, and gives each worker a slot
+of it: the worker's last monotonic timestamp (CLOCK_MONOTONIC is the same
+clock in every process) and three flags. Because the region exists before
+any fork, a worker forked by a template process (``--preload``) shares its
+slot with the master as well as one the master forked itself. The
+worker's ``beat()`` writes the time; the master's ``age()`` reads it and
+judges. ``mark_ready()`` tells the master the app is loaded, which a
 reload waits for before it retires the old workers; ``mark_leaving()``
 tells it to start a replacement before this worker has finished leaving.
 ``set_busy()`` says a request is running, for a pool that sizes itself.
@@ -20,12 +23,40 @@ _STAMP = struct.Struct("d")
 _READY_OFFSET = _STAMP.size
 _LEAVING_OFFSET = _READY_OFFSET + 1
 _BUSY_OFFSET = _LEAVING_OFFSET + 1
+SLOT_SIZE = 16
+SLOTS = 1024  # workers alive at once, old and new generations together
+
+
+class Heartbeats:
+    """The pool's shared region, one slot per live worker (the master hands them out)."""
+
+    def __init__(self) -> None:
+        self._region = mmap.mmap(-1, SLOT_SIZE * SLOTS)  # MAP_SHARED: survives fork
+        self._free = list(range(SLOTS - 1, -1, -1))
+
+    def claim(self) -> Heartbeat:
+        """A fresh slot for a new worker."""
+        slot = self._free.pop()
+        heartbeat = self.at(slot)
+        self._region[slot * SLOT_SIZE : (slot + 1) * SLOT_SIZE] = bytes(SLOT_SIZE)
+        heartbeat.beat()
+        return heartbeat
+
+    def at(self, slot: int) -> Heartbeat:
+        """The heartbeat in ``slot`` (a template process builds its workers' with this)."""
+        return Heartbeat(memoryview(self._region)[slot * SLOT_SIZE : (slot + 1) * SLOT_SIZE], slot)
+
+    def release(self, heartbeat: Heartbeat) -> None:
+        """The worker has exited: its slot is free again."""
+        self._free.append(heartbeat.slot)
 
 
 class Heartbeat:
-    def __init__(self) -> None:
-        self._page = mmap.mmap(-1, mmap.PAGESIZE)  # MAP_SHARED: survives fork
-        self.beat()
+    """One worker's slot."""
+
+    def __init__(self, page: memoryview, slot: int) -> None:
+        self._page = page
+        self.slot = slot
 
     def beat(self) -> None:
         _STAMP.pack_into(self._page, 0, time.monotonic())
@@ -57,6 +88,3 @@ class Heartbeat:
     @property
     def busy(self) -> bool:
         return self._page[_BUSY_OFFSET] == 1
-
-    def close(self) -> None:
-        self._page.close()

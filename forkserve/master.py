@@ -14,25 +14,25 @@ upgrade the master in place, WINCH stop the workers but keep the master.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import select
 import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import logs, systemd
 from .balance import Scoreboard
-from .heartbeat import Heartbeat
+from .heartbeat import Heartbeats
 from .hooks import run_hook
 from .lifecycle import Event, Record, State
 from .process import BOOT_FAILURES, EXIT_BOOT_FAILURE, describe_exit, fork_child, set_title
 from .settings import SettingError, Settings
 from .sockets import UPGRADE_FDS, Listener
 from .statsd import StatsD
+from .template import Template, TemplateError, become_subreaper
 from .tls import make_context
 from .worker import Worker
 
@@ -84,17 +84,17 @@ class Master:
         self,
         settings: Settings,
         listeners: list[Listener],
-        app: Callable[..., Iterable[bytes]] | None = None,
         origin: Origin | None = None,
     ) -> None:
         self.settings = settings
         self.listeners = listeners
-        self.app = app  # set when preloaded
         self.tls = make_context(settings)  # a bad certificate stops us here, before any fork
         self.origin = origin or Origin()
         self.wanted = settings.worker_count
         self.workers: dict[int, Record] = {}  # by pid; see lifecycle.py
         self.scoreboard = Scoreboard()
+        self.heartbeats = Heartbeats()
+        self.templates: dict[int, Template] = {}  # --preload: by pid (see template.py)
         self.generation = 0
         self.reloading: Reload | None = None
         self.log = logs.error_logger()
@@ -126,13 +126,14 @@ class Master:
         self.write_pidfile()
         for listener in self.listeners:
             self.log.info("Listening at: %s (pid %d)", listener.url, self.pid)
-        if self.app is not None:
-            gc.freeze()  # keep the preloaded app's objects on shared copy-on-write pages
+        if self.settings.preload_app:
+            become_subreaper()  # the templates' workers are handed to us
         self.spawn_missing()
         while self.exit_code is None:
             for signum in self.wait_for_signals(self.sleep_time()):
                 self.dispatch(signum)
             self.reap()
+            self.tend_templates()
             self.observe()
             self.abort_stuck()
             self.check_reload()
@@ -169,8 +170,9 @@ class Master:
             return []
 
     def sleep_time(self) -> float:
-        if any(record.state is State.BOOTING for record in self.workers.values()):
-            return 0.1  # waiting for workers to boot: look often
+        booting = any(record.state is State.BOOTING for record in self.workers.values())
+        if booting or any(not t.ready and not t.stopped for t in self.templates.values()):
+            return 0.1  # waiting for workers or a template to boot: look often
         if self.settings.workers_max:
             return SCALE_CHECK
         return max(0.05, min(1.0, self.spawn_after - time.monotonic())) if self.spawn_after else 1.0
@@ -231,6 +233,7 @@ class Master:
         self.settings, self.tls = settings, tls
         run_hook(settings, "on_reload", self)
         self.generation += 1
+        self.retire_templates({self.reloading.old_generation, self.generation})  # a superseded one
         self.set_wanted(settings.worker_count, "reload")
 
     def handle_usr1(self) -> None:
@@ -282,21 +285,34 @@ class Master:
         return Worker
 
     def spawn(self) -> None:
-        seat, heartbeat = self.scoreboard.claim(), Heartbeat()
+        seat, heartbeat = self.scoreboard.claim(), self.heartbeats.claim()
         worker = self.worker_class()(
-            self.next_number, self.settings, self.listeners, heartbeat, seat, self.app, self.tls
+            self.next_number, self.settings, self.listeners, heartbeat, seat, None, self.tls
         )
         worker.watch_files = self.settings.reload and not any(
             record.worker.watch_files for record in self.current_workers()
         )
         self.next_number += 1
         run_hook(self.settings, "pre_fork", self, worker)
-        worker.pid = fork_child(lambda: worker.run(self))
+        template = self.template(self.generation)
+        if template is None:
+            worker.pid = fork_child(lambda: worker.run(self))
+        else:
+            try:
+                worker.pid = template.spawn(worker.number, heartbeat.slot, seat.index, worker.watch_files)
+            except (TemplateError, OSError) as error:
+                self.log.error("Cannot fork a worker from the template: %s", error)
+                self.heartbeats.release(heartbeat)
+                self.scoreboard.release(seat)
+                self.back_off()
+                return
         self.workers[worker.pid] = Record(worker, self.generation)
 
     def spawn_missing(self) -> None:
         if self.exit_code is not None or time.monotonic() < self.spawn_after:
             return
+        if self.settings.preload_app and not self.template_ready():
+            return  # workers fork from the template once it has imported the app
         current = self.current_workers()
         missing = self.wanted - len(current)
         if self.reloading is not None and self.settings.reload_mode == "chain":
@@ -358,11 +374,14 @@ class Master:
             if pid == self.new_master:
                 self.new_master_exited(status)
                 continue
+            if pid in self.templates:
+                self.template_exited(self.templates[pid], status)
+                continue
             record = self.workers.pop(pid, None)
             if record is None:
                 continue
             self.observe_one(record)  # it may have booted since the loop last looked
-            record.worker.heartbeat.close()
+            self.heartbeats.release(record.worker.heartbeat)
             self.scoreboard.release(record.worker.seat)
             self.explain_exit(record, status)
             record.move(Event.EXITED)
@@ -429,6 +448,51 @@ class Master:
                 self.log.critical("WORKER TIMEOUT (pid:%d) after %gs", record.pid, timeout)
                 record.aborted_at = now
                 self.kill_worker(record, signal.SIGABRT)
+
+    # -- templates (--preload; see template.py) ---------------------------
+
+    def template(self, generation: int) -> Template | None:
+        """The running template of ``generation``, if any."""
+        return next(
+            (t for t in self.templates.values() if t.generation == generation and not t.stopped), None
+        )
+
+    def template_ready(self) -> bool:
+        template = self.template(self.generation)
+        return template is not None and template.poll_ready()
+
+    def tend_templates(self) -> None:
+        """--preload: the current generation has a template (a new one after HUP, or if it died)."""
+        if not self.settings.preload_app or self.exit_code is not None:
+            return
+        if self.template(self.generation) is None and time.monotonic() >= self.spawn_after:
+            template = Template.start(self)
+            self.templates[template.pid] = template
+
+    def retire_templates(self, keep: set[int]) -> None:
+        """Stop the templates of every generation but ``keep`` (their workers stay until retired)."""
+        for template in self.templates.values():
+            if template.generation not in keep and not template.stopped:
+                template.stop()
+
+    def template_exited(self, template: Template, status: int) -> None:
+        """A template left: as asked, after serving (a new one starts), or before importing the app."""
+        del self.templates[template.pid]
+        template.close()
+        how = describe_exit(status)
+        if template.ready or template.stopped or self.exit_code is not None:
+            self.log.info("Template %d exited (%s)", template.pid, how)
+            return
+        code = os.waitstatus_to_exitcode(status)
+        if self.reloading is not None and template.generation == self.generation:
+            self.abandon_reload(f"the new template failed to import the app ({how})")
+        elif not self.ever_ready:
+            self.log.error("Template %d failed to import the app (%s); stopping", template.pid, how)
+            self.exit_code = code if code in BOOT_FAILURES else EXIT_BOOT_FAILURE
+            self.graceful = False
+        else:
+            self.log.error("Template %d failed to import the app (%s); retrying", template.pid, how)
+            self.back_off()
 
     # -- a pool that sizes itself (--workers-max) --------------------------
 
@@ -505,6 +569,7 @@ class Master:
             for record in self.other_generations(live_only=True):
                 self.retire(record)
             self.reloading = None
+            self.retire_templates({self.generation})
             self.log.info("Reload complete: %d new workers serving", len(new))
             systemd.notify("READY=1")
 
@@ -522,6 +587,7 @@ class Master:
             reload.old_generation,
         )
         self.reloading = None
+        self.retire_templates({self.generation})
         logs.configure(self.settings)
         systemd.notify("READY=1")
 
@@ -592,6 +658,7 @@ class Master:
     def stop(self) -> int:
         """Stop every worker (gracefully or quickly), close the sockets, return the exit code."""
         systemd.notify("STOPPING=1")
+        self.retire_templates(set())
         signum = signal.SIGTERM if self.graceful else signal.SIGQUIT
         grace = self.settings.graceful_timeout if self.graceful else QUICK_STOP_GRACE
         for record in self.workers.values():
@@ -612,7 +679,7 @@ class Master:
         while self.workers:
             pid, _status = os.waitpid(-1, 0)
             if pid in self.workers:
-                self.workers.pop(pid).worker.heartbeat.close()
+                self.workers.pop(pid)
         for listener in self.listeners:
             listener.close(remove_file=not self.new_master)
         self.remove_pidfile()

@@ -420,7 +420,9 @@ class Settings:
         check=each_key_value,
     )
     preload_app: bool = setting(
-        False, "--preload", help="Load the app once in the master before forking workers."
+        False,
+        "--preload",
+        help="Import the app once, in a template process the workers fork from; HUP loads new code.",
     )
     reload: bool = setting(
         False, "--reload", help="Restart workers when the app's source files change (development)."

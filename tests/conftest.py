@@ -60,6 +60,19 @@ def children_of(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def workers_of(pid: int) -> list[int]:
+    """The master's worker processes: its children, less a --preload template process."""
+    workers = []
+    for child in children_of(pid):
+        try:
+            title = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if not title.startswith(b"forkserve: template"):
+            workers.append(child)
+    return workers
+
+
 class Server:
     """One forkserve process tree started by a test."""
 
@@ -120,7 +133,7 @@ class Server:
         return sock
 
     def workers(self) -> list[int]:
-        return children_of(self.pid)
+        return workers_of(self.pid)
 
     def send_signal(self, signum: int) -> None:
         os.kill(self.pid, signum)

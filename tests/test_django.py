@@ -355,7 +355,7 @@ def test_shared_server_log_has_no_errors(django_server):
 # -- servers of their own --------------------------------------------------
 
 
-def test_preload_sets_django_up_once_in_the_master(serve, tmp_path, migrated_template):
+def test_preload_sets_django_up_once_in_the_template(serve, tmp_path, migrated_template):
     site = Site(tmp_path, migrated_template)
     args = [
         "mysite.wsgi:application",
@@ -369,7 +369,11 @@ def test_preload_sets_django_up_once_in_the_master(serve, tmp_path, migrated_tem
     ]
     server = serve(*args, workers=2)
     info = requests.get(server.url + "/process/", timeout=10).json()
-    assert info["ready_pid"] == server.pid  # django.setup() ran before the fork
+    # django.setup() ran once, before the fork, in the template process: not in the
+    # master (which never imports the app) and not in the worker.
+    template = info["ready_pid"]
+    assert template not in (server.pid, info["pid"])
+    assert Path(f"/proc/{template}/cmdline").read_bytes().startswith(b"forkserve: template [")
     assert info["pid"] in server.workers()
     assert info["pid"] != server.pid
     assert set(SEED_ITEMS) <= set(item_names(server))

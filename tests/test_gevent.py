@@ -154,7 +154,7 @@ def test_patched_after_the_fork_and_only_where_chosen(serve):
 
 def test_preloaded_app_is_warned_about_and_still_patched(serve):
     server = serve(APP, "-k", "gevent", "--preload")
-    assert server.wait_for_log(r"\[WARNING\] The app was preloaded in the master")
+    assert server.wait_for_log(r"\[WARNING\] The app was preloaded before the fork")
     assert requests.get(server.url + "/patched", timeout=10).text == "yes"
     started = time.monotonic()
     assert all(r.text == "slept" for r in get_all([f"{server.url}/sleep?1"] * 20))

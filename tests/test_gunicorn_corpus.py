@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 from certs import make_certs
-from conftest import TESTS, children_of, group_pids, wait_until
+from conftest import TESTS, group_pids, wait_until, workers_of
 
 CORPUS = TESTS / "gunicorn_corpus"
 CONFIGS = CORPUS / "configs"
@@ -252,7 +252,7 @@ def _stable_children(pid: int) -> int:
     counts: list[int] = []
 
     def settled() -> bool:
-        counts.append(len(children_of(pid)))
+        counts.append(len(workers_of(pid)))
         return len(counts) >= 3 and counts[-1] == counts[-2] == counts[-3] and counts[-1] > 0
 
     wait_until(settled, timeout=5, interval=0.25)
@@ -322,7 +322,7 @@ def run_server(server: str, case: Case, root: Path, certs_dir: Path, expect: Run
             if isinstance(answer, dict):
                 answer["PATH_INFO"] = str(answer["PATH_INFO"]).replace(token, "{token}")
         if expect is not None and expect.started:
-            wait_until(lambda: len(children_of(proc.pid)) == expect.workers, timeout=10)
+            wait_until(lambda: len(workers_of(proc.pid)) == expect.workers, timeout=10)
         run.workers = _stable_children(proc.pid)
         if case.name in TIMEOUT_CASES:
             limit = TIMEOUT_CASES[case.name] + 8
