@@ -23,41 +23,17 @@ sys.path.insert(0, str(FUZZ_DIR))
 import fuzz_chunked  # noqa: E402
 import fuzz_parser  # noqa: E402
 import fuzz_proxy  # noqa: E402
-from harness import CORPUS_DIR, make_input, read_input  # noqa: E402
+from harness import CORPUS_DIR, make_input, mutate, read_input  # noqa: E402
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "parser": fuzz_parser.check,
     "chunked": fuzz_chunked.check,
     "proxy": fuzz_proxy.check,
 }
-INTERESTING = b'\r\n \t:;,="[]\x00\x0b\x7f\x80\xff0aF-_\\%'
 
 
 def seeds(target: str) -> list[bytes]:
     return [path.read_bytes() for path in sorted((CORPUS_DIR / target).iterdir())]
-
-
-def mutations(corpus: list[bytes], count: int, rng: random.Random) -> list[bytes]:
-    """Seeds with a few byte edits, a random options byte and random cuts."""
-    out = []
-    for _ in range(count):
-        payload = bytearray(read_input(rng.choice(corpus)).payload)
-        for _ in range(rng.randint(1, 4)):
-            at = rng.randint(0, len(payload))
-            byte = rng.choice(INTERESTING) if rng.random() < 0.8 else rng.randrange(256)
-            edit = rng.choice(("insert", "replace", "delete", "repeat"))
-            if edit == "insert":
-                payload[at:at] = bytes([byte])
-            elif edit == "repeat":
-                payload[at:at] = payload[at : at + rng.randint(1, 8)] * rng.randint(1, 20)
-            elif at < len(payload):
-                if edit == "replace":
-                    payload[at] = byte
-                else:
-                    del payload[at]
-        cuts = tuple(rng.randrange(65536) for _ in range(rng.randint(0, 8)))
-        out.append(make_input(bytes(payload), rng.randrange(256), cuts))
-    return out
 
 
 def test_input_format_round_trips():
@@ -72,7 +48,8 @@ def test_target_holds_on_its_seeds_and_their_mutations(target):
     corpus = seeds(target)
     assert len(corpus) >= 20, f"the {target} seed corpus is missing (python tests/fuzz/make_corpus.py)"
     check = TARGETS[target]
-    for data in corpus + mutations(corpus, 300, random.Random(f"forkserve-{target}")):
+    rng = random.Random(f"forkserve-{target}")
+    for data in corpus + [mutate(rng.choice(corpus), rng) for _ in range(300)]:
         try:
             check(data)
         except Exception as exc:

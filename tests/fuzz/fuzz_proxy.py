@@ -20,14 +20,12 @@ Run: ``python tests/fuzz/run.py proxy``.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from harness import FuzzInput, fuzz_main, instrumented, read_input
 
-# ipaddress is instrumented too: its parsing decides what counts as an address.
-with instrumented(__name__ == "__main__", "ipaddress"):
-    import ipaddress
-
+with instrumented(__name__ == "__main__"):
     from forkserve.http.errors import BadRequest
     from forkserve.proxy import (
         ProxyTrust,

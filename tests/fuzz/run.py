@@ -4,17 +4,19 @@
     python tests/fuzz/run.py parser --seconds 600 # one target, longer
     python tests/fuzz/run.py --runs 300           # a fixed number of inputs per target
 
-Each target runs in its own process (libFuzzer exits when it is done).
-Inputs that add coverage go to $FORKSERVE_FUZZ_WORK/<target> (default
-/tmp/forkserve-fuzz); a crashing input is written to the current directory
-as crash-<hash> and printed: replay it with
-``python tests/fuzz/fuzz_<target>.py crash-<hash>``, then add it to
-tests/test_fuzz.py. Arguments after ``--`` go to libFuzzer as they are.
+Each target runs in its own process (libFuzzer exits when it is done),
+seeded from tests/fuzz/corpus/<target>. Inputs that add coverage go to
+$FORKSERVE_FUZZ_WORK/<target> (default /tmp/forkserve-fuzz), and a
+crashing input to $FORKSERVE_FUZZ_WORK/<target>-crash-<hash>: replay it with
+``python tests/fuzz/fuzz_<target>.py FILE``, then add it to
+tests/test_fuzz.py. Other arguments go to libFuzzer as they are
+(``-jobs=2``, ``-max_len=8192`` ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -26,7 +28,10 @@ TARGETS = ("parser", "chunked", "proxy")
 
 
 def run_target(target: str, seconds: float, runs: int | None, extra: list[str]) -> tuple[int, str]:
+    work = Path(os.environ.get("FORKSERVE_FUZZ_WORK", "/tmp/forkserve-fuzz"))
+    work.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(FUZZ_DIR / f"fuzz_{target}.py"), "-print_final_stats=1"]
+    command.append(f"-artifact_prefix={work / target}-")
     command += [f"-runs={runs}"] if runs is not None else [f"-max_total_time={max(1, round(seconds))}"]
     started = time.monotonic()
     done = subprocess.run([*command, *extra], capture_output=True, text=True, errors="replace")
@@ -36,6 +41,9 @@ def run_target(target: str, seconds: float, runs: int | None, extra: list[str]) 
     print(f"{target}: exit {done.returncode} in {elapsed:.1f}s; {summary}", flush=True)
     if done.returncode != 0:
         print(output[-6000:], file=sys.stderr)
+        for line in output.splitlines():
+            if "Test unit written to" in line:
+                print(f"{target}: crashing input {line.split('written to ')[-1]}", file=sys.stderr)
     return done.returncode, output
 
 
