@@ -308,8 +308,21 @@ class Connection:
         return False
 
     def end(self) -> bool:
-        """Close after a response: gently if the client may still be sending."""
-        if self.parser.buffer or not self.parser.body_complete:
+        """Close after a response: gently if the client may still be sending.
+
+        It may be when bytes of a body or of a next request are buffered, and
+        whenever the server closes a connection its client asked to keep (a
+        leaving worker's ``Connection: close``): that client may have sent
+        its next request before our answer reached it. Unread, that request
+        would make close() reset the connection, and a reset throws away the
+        part of our response still queued to send.
+        """
+        request = self.request
+        if (
+            self.parser.buffer
+            or not self.parser.body_complete
+            or (request is not None and request.keep_alive and self.service.keepalive > 0)
+        ):
             return self.linger()
         self.phase = Phase.CLOSED
         return False

@@ -494,7 +494,11 @@ class Worker:
         connections it holds, each response saying ``Connection: close``.
         Idle keep-alive connections are not cut short: closing one while
         its client is sending the next request would lose that request, so
-        each lives out its normal keep-alive timeout. All within
+        each lives out its normal keep-alive timeout, and a request that
+        comes meanwhile is answered. A connection closed after a response
+        that says close is closed gently (``Connection.end``), so a request
+        that crossed that response costs the client none of it; the client
+        sends that request again (RFC 9112 §9.3.1, §9.3.2). All within
         --graceful-timeout.
         """
         service.closing = True
@@ -503,6 +507,7 @@ class Worker:
             self.nudge_fd = -1
         self.seat.leave()
         self.unwatch_listeners()
+        self.aside_until = 0.0  # a step aside ends here: drop() would otherwise watch the listeners again
         if self.alive:
             self.log.info("Worker %d leaving after %d requests", self.pid, service.requests)
             self.heartbeat.mark_leaving()
