@@ -16,11 +16,9 @@ tells it to start a replacement before this worker has finished leaving.
 from __future__ import annotations
 
 import mmap
-import struct
 import time
 
-_STAMP = struct.Struct("d")
-_READY_OFFSET = _STAMP.size
+_READY_OFFSET = 8  # after the stamp, a double
 _LEAVING_OFFSET = _READY_OFFSET + 1
 _BUSY_OFFSET = _LEAVING_OFFSET + 1
 SLOT_SIZE = 16
@@ -56,14 +54,18 @@ class Heartbeat:
 
     def __init__(self, page: memoryview, slot: int) -> None:
         self._page = page
+        # One aligned 8-byte store and load (slots are 16-byte aligned). struct's
+        # pack_into clears the bytes before writing them, and a master reading in
+        # that moment saw a stamp of 0: a healthy worker "timed out" and was aborted.
+        self._stamp = page[:8].cast("d")
         self.slot = slot
 
     def beat(self) -> None:
-        _STAMP.pack_into(self._page, 0, time.monotonic())
+        self._stamp[0] = time.monotonic()
 
     def age(self) -> float:
         """Seconds since the worker last proved it was alive."""
-        stamp: float = _STAMP.unpack_from(self._page, 0)[0]
+        stamp: float = self._stamp[0]
         return time.monotonic() - stamp
 
     def mark_ready(self) -> None:
