@@ -7,8 +7,9 @@ worker from /proc/PID/smaps_rollup and prints a table.
 
 USS (private pages) is what a process would give back if it exited; PSS adds
 its fair share of pages shared with siblings (copy-on-write after fork), so
-the PSS column sums to the real total. Preloading the app in the master
-should move Django's pages from each worker's USS into shared pages.
+the PSS column sums to the real total. Preloading the app (forkserve: in
+a template process the workers fork from; Gunicorn: in the master) should
+move Django's pages from each worker's USS into shared pages.
 
     python benchmarks/memory.py [--workers 2] [--servers forkserve,gunicorn-sync]
 """
@@ -35,7 +36,9 @@ def per_process(master: int) -> list[tuple[str, int, measure.Memory]]:
     for pid in measure.tree_pids(master):
         st = measure.read_stat(pid)
         if pid != master and st is not None and st.ppid == master:
-            rows.append(("worker", pid, measure.process_memory(pid)))
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            role = "template" if title.startswith(b"forkserve: template") else "worker"
+            rows.append((role, pid, measure.process_memory(pid)))
     return rows
 
 
