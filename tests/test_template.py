@@ -7,8 +7,10 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from conftest import children_of, run_forkserve, wait_until
+from traffic import Traffic
 
 APP_SOURCE = """
 import os
@@ -105,3 +107,19 @@ def test_a_template_that_cannot_import_at_start_stops_with_exit_code_4(tmp_path)
     )
     assert result.returncode == 4
     assert "failed to import the app" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["all", "chain"])
+def test_hup_with_preload_under_traffic_loses_nothing(serve, tmp_path, mode):
+    write_app(tmp_path, "one")
+    server, _ = start(serve, tmp_path, "--reload-mode", mode)
+    before = set(server.workers())
+    with Traffic(server.url) as traffic:
+        traffic.wait_for(200)
+        write_app(tmp_path, "two")
+        server.send_signal(signal.SIGHUP)
+        assert server.wait_for_log("Reload complete", timeout=30)
+        assert wait_until(lambda: len(server.workers()) == 2 and not before & set(server.workers()), 20)
+        traffic.wait_for(200)
+    assert traffic.failures == []
+    assert answer(server) == "two"
