@@ -22,6 +22,7 @@ start of a connection's bytes, without I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import struct
@@ -178,7 +179,9 @@ def _split_node(node: str) -> tuple[str, str]:
 
     RFC 7239 §6: an ``unknown`` or obfuscated (``_name``) node, with or
     without a port, and an empty one give ("", ""): an untrusted hop that
-    leaves REMOTE_ADDR alone. An obfuscated port is reported as no port.
+    leaves REMOTE_ADDR alone. So does anything that is not an IP address
+    (the fuzzer found ``hello world`` and ``<script>`` becoming REMOTE_ADDR).
+    An obfuscated or malformed port is reported as no port.
     """
     node = node.strip().strip('"')
     if node.startswith("["):
@@ -188,9 +191,18 @@ def _split_node(node: str) -> tuple[str, str]:
         host, _, port = node.partition(":")
     else:
         host, port = node, ""
-    if not host or host.startswith("_") or host.lower() == "unknown":
+    if not _is_address(host):
         return "", ""
-    return host, "" if port.startswith("_") else port
+    return host, port if port.isdigit() else ""
+
+
+@functools.lru_cache(maxsize=1024)  # a server sees the same few proxies' clients over and over
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def parse_forwarded(value: str) -> list[dict[str, str]]:

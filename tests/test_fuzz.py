@@ -25,6 +25,8 @@ import fuzz_parser  # noqa: E402
 import fuzz_proxy  # noqa: E402
 from harness import CORPUS_DIR, make_input, mutate, read_input  # noqa: E402
 
+from forkserve.proxy import ProxyTrust, apply_forwarded  # noqa: E402
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "parser": fuzz_parser.check,
     "chunked": fuzz_chunked.check,
@@ -90,3 +92,22 @@ def test_runner_reports_a_crash_with_exit_1(tmp_path, monkeypatch):
 
 
 # -- what the fuzzers found ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("HTTP_FORWARDED", "for=un+known"),
+        ("HTTP_FORWARDED", 'for="1.2.3.4=5"'),
+        ("HTTP_X_FORWARDED_FOR", "hello world"),
+        ("HTTP_X_FORWARDED_FOR", "<script>"),
+        ("HTTP_X_FORWARDED_FOR", "[junk]:1"),
+        ("HTTP_X_FORWARDED_FOR", 'for="_hidden:_port"'),
+        ("HTTP_X_FORWARDED_FOR", "1.2.3.4 5.6.7.8"),
+    ],
+)
+def test_fuzz_finding_remote_addr_from_a_trusted_proxy_is_an_address(header, value):
+    """Found by the proxy target: text that is no IP address became REMOTE_ADDR."""
+    environ = {"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "4000", header: value}
+    apply_forwarded(environ, ProxyTrust(["127.0.0.1", "::1"]))
+    assert environ["REMOTE_ADDR"] == "127.0.0.1"  # nothing in the header is an address: keep the peer's
