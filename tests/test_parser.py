@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from forkserve.http.body import FORBIDDEN_TRAILERS as PARSER_FORBIDS
 from forkserve.http.errors import HTTPError, ProtocolUsageError
 from forkserve.http.parser import Limits, Request, RequestParser, State
 
@@ -235,7 +236,7 @@ def test_chunked_body_with_extensions_and_trailers():
         b"5;name=value;flag\r\nhello\r\n"
         b'6 ; q = "quoted \\" ;"\r\n world\r\n'
         b"000A\r\n0123456789\r\n"
-        b"0\r\nX-Trailer: yes\r\nContent-Length: 99\r\n\r\n"
+        b"0\r\nX-Trailer: yes\r\nServer-Timing: db;dur=53\r\n\r\n"
         b"NEXT"
     )
     assert request.chunked and request.content_length is None
@@ -579,6 +580,53 @@ CHUNKED = post(b"Transfer-Encoding: chunked")
 )
 def test_malformed_chunked_body_is_400(body):
     assert status(CHUNKED + body) == 400
+
+
+# RFC 9110 §6.5.1: fields a trailer must never carry, grouped as the RFC groups them.
+FORBIDDEN_TRAILERS = [
+    # message framing and connection handling
+    "Content-Length", "Transfer-Encoding", "Trailer", "Connection", "Keep-Alive", "Proxy-Connection",
+    "Upgrade", "TE",
+    # routing
+    "Host", "Max-Forwards", "Forwarded",
+    # request modifiers: controls and conditionals
+    "Expect", "Cache-Control", "Pragma", "Range", "If-Match", "If-None-Match", "If-Modified-Since",
+    "If-Unmodified-Since", "If-Range",
+    # authentication
+    "Authorization", "Proxy-Authorization", "WWW-Authenticate", "Proxy-Authenticate", "Cookie",
+    "Set-Cookie",
+    # response control data
+    "Age", "Date", "Expires", "Location", "Retry-After", "Vary",
+    # how to process the content
+    "Content-Encoding", "Content-Type", "Content-Range",
+]  # fmt: skip
+
+
+def test_forbidden_trailer_list_is_the_parsers():
+    assert {name.upper() for name in FORBIDDEN_TRAILERS} == PARSER_FORBIDS
+
+
+@pytest.mark.parametrize("name", FORBIDDEN_TRAILERS)
+def test_forbidden_trailer_field_is_400_in_every_split(name):
+    trailer = name.encode() + b": 5"
+    for spelling in (trailer, trailer.upper(), trailer.lower()):
+        data = CHUNKED + b"5\r\nhello\r\n0\r\nX-Ok: 1\r\n" + spelling + b"\r\n\r\n" + GET + b"\r\n"
+        assert statuses_in_every_split(data) == {400}
+    assert "trailer" in refusal(CHUNKED + b"0\r\n" + trailer + b"\r\n\r\n").reason
+
+
+def test_allowed_trailers_change_neither_the_headers_nor_the_framing():
+    """Trailers are checked and dropped: the next request starts right after them."""
+    data = (
+        CHUNKED
+        + b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nServer-Timing: total;dur=1\r\n\r\n"
+        + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    first, second = parsed_in_every_split(data)
+    assert first.headers == (("HOST", "x"), ("TRANSFER-ENCODING", "chunked"))
+    assert (second.path, second.headers) == ("/next", (("HOST", "x"),))
+    _, body, rest = parse_with_body(data)
+    assert body == b"hello" and rest.startswith(b"GET /next")
 
 
 def test_chunk_extension_limit():

@@ -19,6 +19,31 @@ from .errors import BadRequest, HeaderFieldsTooLarge, PayloadTooLarge
 if TYPE_CHECKING:
     from .parser import Limits
 
+# RFC 9110 §6.5.1: fields whose meaning is needed before the content, and so
+# never valid in a trailer section. A request carrying one is refused (400,
+# as with Gunicorn) rather than having it dropped in silence: a client or
+# proxy that sends one disagrees with us about the message, and a proxy in
+# front that merges trailers into the header section would pass it on.
+FORBIDDEN_TRAILERS = frozenset(
+    {
+        # message framing and connection handling (RFC 9112 §6, RFC 9110 §7.6)
+        "CONTENT-LENGTH", "TRANSFER-ENCODING", "TRAILER", "CONNECTION", "KEEP-ALIVE",
+        "PROXY-CONNECTION", "UPGRADE", "TE",
+        # routing (RFC 9110 §7; RFC 7239)
+        "HOST", "MAX-FORWARDS", "FORWARDED",
+        # request modifiers: controls and conditionals (RFC 9110 §10.1, §13.1, §14.2; RFC 9111 §5)
+        "EXPECT", "CACHE-CONTROL", "PRAGMA", "RANGE", "IF-MATCH", "IF-NONE-MATCH",
+        "IF-MODIFIED-SINCE", "IF-UNMODIFIED-SINCE", "IF-RANGE",
+        # authentication (RFC 9110 §11; RFC 6265)
+        "AUTHORIZATION", "PROXY-AUTHORIZATION", "WWW-AUTHENTICATE", "PROXY-AUTHENTICATE",
+        "COOKIE", "SET-COOKIE",
+        # response control data (RFC 9110 §10.2; RFC 9111 §5)
+        "AGE", "DATE", "EXPIRES", "LOCATION", "RETRY-AFTER", "VARY",
+        # how to process the content (RFC 9110 §8)
+        "CONTENT-ENCODING", "CONTENT-TYPE", "CONTENT-RANGE",
+    }
+)  # fmt: skip
+
 # The largest chunk a signed 64-bit integer holds: a proxy that parses a
 # larger size would overflow and see a different chunk than we do.
 MAX_CHUNK_SIZE = (1 << 63) - 1
@@ -60,8 +85,10 @@ class LengthBody:
 class ChunkedBody:
     """A chunked body (RFC 9112 §7.1), decoded; trailers are checked and dropped.
 
-    Trailers never reach the app's environ: a trailer field could otherwise
-    pose as a header that a proxy in front already vetted.
+    Trailers never reach the app's environ nor the framing: a trailer field
+    could otherwise pose as a header that a proxy in front already vetted.
+    A field RFC 9110 §6.5.1 forbids in trailers (``FORBIDDEN_TRAILERS``)
+    refuses the request.
     """
 
     def __init__(self, limits: Limits) -> None:
@@ -148,8 +175,11 @@ class ChunkedBody:
         if nl == 0 or buffer[nl - 1] != 0x0D:
             raise BadRequest("bare LF in trailers")
         line = buffer[: nl - 1].decode("latin-1")
-        if grammar.FIELD_LINE.fullmatch(line) is None:
+        match = grammar.FIELD_LINE.fullmatch(line)
+        if match is None:
             raise BadRequest("invalid trailer field")
+        if match[1].upper() in FORBIDDEN_TRAILERS:
+            raise BadRequest(f"{match[1]} is not allowed as a trailer field")
         del buffer[: nl + 1]
         self.trailer_bytes += nl + 1
         return True
