@@ -5,42 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
-import time
 
 import requests
 from conftest import wait_until
-from traffic import Traffic
+from traffic import PoolSampler, Traffic
 
 STEP = re.compile(
     r"Reload \(chain\): worker (\d+) is ready; retiring old worker (\d+) \((\d+) of (\d+) replaced\)"
 )
-
-
-class PoolSampler:
-    """Counts the master's children every ~20 ms in a thread (bounded in time)."""
-
-    def __init__(self, server, interval: float = 0.02, max_seconds: float = 90.0) -> None:
-        self.server = server
-        self.interval = interval
-        self.max_seconds = max_seconds
-        self.counts: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PoolSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            self.counts.append(len(self.server.workers()))
-            self._stop.wait(self.interval)
 
 
 def test_chain_reload_under_traffic_replaces_one_at_a_time(serve):

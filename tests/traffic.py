@@ -78,3 +78,29 @@ class Traffic:
                     self.failures.append(reason)
         if session is not None:
             session.close()
+
+
+class PoolSampler:
+    """Counts the master's workers every ~20 ms in a thread (bounded in time), as a reload or scaling runs."""
+
+    def __init__(self, server, interval: float = 0.02, max_seconds: float = 90.0) -> None:
+        self.server = server
+        self.interval = interval
+        self.max_seconds = max_seconds
+        self.counts: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PoolSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self.counts.append(len(self.server.workers()))
+            self._stop.wait(self.interval)
