@@ -285,7 +285,7 @@ def test_chunked_trailers_never_become_headers(server):
     case = "trailers"
     data = (
         b"POST /record/%s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % case.encode()
-        + b"5\r\nhello\r\n0\r\nX-Trailer: evil\r\nHost: evil\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"5\r\nhello\r\n0\r\nX-Trailer: evil\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
     )
     sock, reader = send(server, data + b"GET /record/trailers-next HTTP/1.1\r\nHost: x\r\n\r\n")
     assert reader.read()[2] == b"length=5"
@@ -294,6 +294,13 @@ def test_chunked_trailers_never_become_headers(server):
     assert first["length"] == 5
     assert first["headers"] == ["HTTP_HOST", "HTTP_TRANSFER_ENCODING"]
     sock.close()
+
+
+def test_forbidden_trailer_fields_are_refused(server):
+    """RFC 9110 §6.5.1: framing and routing fields are never trailers; the request gets 400."""
+    head = b"POST /record/forbidden-trailer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for field in (b"Host: evil", b"Transfer-Encoding: chunked", b"Content-Length: 5"):
+        assert_refused(server, head + b"5\r\nhello\r\n0\r\n" + field + b"\r\n\r\n", 400)
 
 
 def test_pipelined_bodies_arrive_intact(server):
