@@ -11,17 +11,39 @@ and response writes wait on this one socket, each stall bounded by
 ``io_timeout`` (the worker serves one request at a time).
 
 Phases of a connection and what bounds each (outside APP, the worker's
-sweep closes the connection once its deadline passes)::
+sweep expires the connection once its deadline passes, through ``expired()``)::
 
-    phase       waiting for                                bound
-    HEAD        a request head (idle between requests)     keepalive while idle, then
-                                                           header_timeout from the first byte
-    BODY_START  the body, up to body_prebuffer bytes       header_timeout from the head's end
-    APP         the app, which blocks on this socket       io_timeout per stalled recv/send
+    phase       waiting for                                bound, and what the client gets past it
+    HEAD        a request head (idle between requests)     keepalive while idle: silent close;
+                                                           header_timeout from the first byte:
+                                                           408, then LINGER
+    BODY_START  the body, up to body_prebuffer bytes       header_timeout from the head's end:
+                                                           408, then LINGER
+    APP         the app, which blocks on this socket       io_timeout per stalled recv/send: close;
+                                                           body_min_rate for the body the app
+                                                           reads, after a header_timeout grace:
+                                                           408 (close if the response began)
     DRAIN       the end of a body the app did not read     io_timeout, and DRAIN_LIMIT bytes
-    LINGER      nothing: answered and closing, input is    LINGER_SECONDS
+    LINGER      nothing: answered and closing, input is    LINGER_SECONDS, and LINGER_LIMIT bytes
                 read and discarded
     CLOSED      -                                          -
+
+The body rate (Apache mod_reqtimeout's MinRate): while the app waits for
+body bytes, the client has ``header_timeout`` plus one second for every
+``body_min_rate`` bytes it has sent since the app first waited; the clock
+runs only while the app is waiting, so a slow app never counts against
+its client.
+
+With --threads, a request thread and the loop share the socket, and a
+response has exactly one writer. The thread owns it from its first write
+(``claim()``, ``100 Continue`` included); until then the loop may take it
+over. ``abort()`` (the loop, past --timeout) marks the connection aborted
+under ``owner_lock``: if the thread has not written, the loop sends the
+504 with one non-blocking send (never blocking the loop) and shuts the
+socket down; if the thread has, the loop writes nothing and the thread's
+next write stops with ClientGone. Either way the thread never writes
+again once aborted, and the loop never waits on the lock for longer than
+a flag check.
 
 Socket timeouts are done with ``poll`` on a non-blocking socket rather than
 ``settimeout()``, which would add a ``poll`` before every ``recv``/``send``.
@@ -35,6 +57,7 @@ import os
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -60,6 +83,7 @@ from .wsgi import Exchange
 RECV_SIZE = 65536
 DRAIN_LIMIT = 1 << 20  # unread body bytes skipped to reuse a connection; past it, close
 LINGER_SECONDS = 2.0  # how long a closing connection's leftover input is discarded
+LINGER_LIMIT = 1 << 20  # how much of it at most; past it, close (a reset then costs nothing owed)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # A TLS socket that needs to read (or write) before it can go on says so with
 # these rather than BlockingIOError.
@@ -69,6 +93,10 @@ WANT_WRITE = (BlockingIOError, ssl.SSLWantWriteError)
 
 class ClientGone(Exception):
     """The client closed the connection or stalled past the I/O timeout."""
+
+
+class BodyTooSlow(ClientGone):
+    """The body the app reads arrives slower than --body-min-rate: 408 if nothing was answered."""
 
 
 class RequestAborted(BaseException):
@@ -108,6 +136,7 @@ class Service:
     access_format: str = logs.ACCESS_FORMAT
     max_requests: int = 0  # 0: no limit
     body_prebuffer: int = 65536  # body bytes collected before the app runs
+    body_min_rate: int = 500  # bytes/s a body the app reads must keep up, after a grace (0: off)
     proxy: ProxyTrust | None = None  # whose X-Forwarded-* / Forwarded headers to believe
     proxy_protocol: ProxyTrust | None = None  # who may send a PROXY protocol header (None: off)
     proxy_versions: str = "auto"  # which PROXY protocol versions: auto (both), v1 or v2
@@ -141,6 +170,11 @@ class Connection:
         self.exchange: Exchange | None = None  # the response being sent
         self.in_thread = False  # being served by a request thread right now
         self.aborted = False  # timed out in its thread; the worker is replacing itself
+        self.responding = False  # --threads: the thread has written, so it owns the socket
+        self.owner_lock = threading.Lock() if service.dispatch is not None else None
+        self.lingered = 0  # bytes discarded while lingering
+        self.body_clock = 0.0  # when the app first waited for body bytes (0: not yet)
+        self.body_bytes = 0  # body bytes received since then
         self._steps = {Phase.HEAD: self.take_head, Phase.BODY_START: self.start_body, Phase.DRAIN: self.drain}
         self.tls = isinstance(sock, ssl.SSLSocket)
         proxy = service.proxy
@@ -171,8 +205,9 @@ class Connection:
             return self.client_left(str(exc))
         if not data:
             return self.client_left("closed")
-        if self.phase is Phase.LINGER:
-            return True  # discard: we already answered and are closing
+        if self.phase is Phase.LINGER:  # discard: we already answered and are closing
+            self.lingered += len(data)
+            return self.lingered <= LINGER_LIMIT
         try:
             if self.phase is Phase.PROXY:
                 data = self.take_proxy_header(data)
@@ -230,7 +265,23 @@ class Connection:
         return self.phase is not Phase.CLOSED
 
     def expired(self, now: float) -> bool:
-        return now >= self.deadline
+        """Has the deadline passed? A request left half-sent first gets a 408 (then lingers)."""
+        if now < self.deadline:
+            return False
+        phase = self.phase
+        begun = phase is Phase.BODY_START or (phase is Phase.HEAD and not self.idle and self.parser.buffer)
+        if not begun:
+            return True  # idle keep-alive, a lingering close, or no byte yet: close silently
+        self.service.log.info("%s: 408 Request Timeout: the request stalled", self.peer)
+        self.send_once(
+            simple_response(408, "Request Timeout", b"Request Timeout\n", self.service.server_headers())
+        )
+        return self.closed_after_linger()
+
+    def closed_after_linger(self) -> bool:
+        """Linger after an answer; True if the socket could not even be shut down (close it)."""
+        self.linger()
+        return self.phase is Phase.CLOSED
 
     def close(self) -> None:
         self.phase = Phase.CLOSED
@@ -304,6 +355,7 @@ class Connection:
             self.phase = Phase.CLOSED
             return False
         self.phase = Phase.LINGER
+        self.lingered = 0
         self.deadline = time.monotonic() + LINGER_SECONDS
         return False
 
@@ -355,19 +407,35 @@ class Connection:
     def abort(self) -> None:
         """From the worker's loop: this request ran past --timeout in its thread.
 
-        The thread cannot be stopped; the client gets its 504 now, and the
-        socket is shut down so whatever the thread still writes goes nowhere.
+        The thread cannot be stopped. If it has not written yet, the loop
+        takes the socket: one non-blocking send of the 504, then shutdown.
+        If it has, the response is the thread's: the loop writes nothing,
+        and the thread's next write ends it (see the module docstring).
         """
-        self.aborted = True
-        request, exchange = self.request, self.exchange
+        request = self.request
         if request is not None:
-            self.service.log.error(
-                "%s: %s %s aborted past the timeout", self.peer, request.method, request.target
-            )
-        if exchange is not None and exchange.head is None:
-            self.send_error(504, "Gateway Timeout", b"request timed out\n")
+            self.log_aborted(request)
+        lock = self.owner_lock
+        assert lock is not None  # only request threads are aborted
+        with lock:
+            self.aborted = True
+            if self.responding:
+                return
+        self.send_once(
+            simple_response(504, "Gateway Timeout", b"request timed out\n", self.service.server_headers())
+        )
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+
+    def claim(self) -> None:
+        """In a request thread, before each write: own the socket, unless the loop took it."""
+        if not self.responding:
+            assert self.owner_lock is not None
+            with self.owner_lock:
+                if not self.aborted:
+                    self.responding = True
+        if self.aborted:
+            raise ClientGone("aborted past the timeout")
 
     def run(self, request: Request) -> bool:
         """Serve one request, then pick the phase that follows it."""
@@ -401,6 +469,8 @@ class Connection:
         self.continue_sent = False
         self.body_error = None
         self.broken = False
+        self.responding = False
+        self.body_clock = 0.0
         has_body = request.chunked or request.content_length
         body = InputStream(self.receive_body) if has_body else EMPTY_INPUT
         environ = build_environ(self.base_environ, request, body)
@@ -415,6 +485,12 @@ class Connection:
             service.busy(True)
         try:
             exchange.run(service.app, environ)
+        except BodyTooSlow as exc:
+            service.log.info("%s: %s %s: %s", self.peer, request.method, request.target, exc)
+            if exchange.head is None:
+                self.send_error(408, "Request Timeout", b"Request Timeout: the body arrived too slowly\n")
+            self.linger()  # the client is still sending: a close now would reset the answer
+            return False
         except ClientGone as exc:
             service.log.debug(
                 "%s: client gone during %s %s: %s", self.peer, request.method, request.target, exc
@@ -505,6 +581,11 @@ class Connection:
         with contextlib.suppress(ClientGone, OSError):
             self.send(simple_response(status, phrase, body, self.service.server_headers()))
 
+    def send_once(self, data: bytes) -> None:
+        """One non-blocking send attempt, for the loop: what does not fit is lost (we close)."""
+        with contextlib.suppress(OSError):  # ssl.SSLError and BlockingIOError included
+            self.sock.send(data)
+
     # -- the transport used by wsgi.Exchange and wsgi.input -------------
 
     def receive_body(self, size: int) -> bytes:
@@ -534,12 +615,22 @@ class Connection:
                 return body
             parser.feed(self.recv_waiting())
 
+    def body_deadline(self) -> float | None:
+        """When the body the app waits for falls behind --body-min-rate (None: no bound)."""
+        rate = self.service.body_min_rate
+        if not rate:
+            return None
+        if not self.body_clock:
+            self.body_clock = time.monotonic()
+            self.body_bytes = 0
+        return self.body_clock + self.service.header_timeout + self.body_bytes / rate
+
     def recv_waiting(self) -> bytes:
         while True:
             try:
                 data = self.recv()
             except WANT_READ:
-                self.wait(select.POLLIN)
+                self.wait(select.POLLIN, self.body_deadline())
                 continue
             except ssl.SSLWantWriteError:
                 self.wait(select.POLLOUT)
@@ -550,9 +641,12 @@ class Connection:
             if not data:
                 self.broken = True
                 raise ClientGone("closed while sending the body")
+            self.body_bytes += len(data)
             return data
 
     def send(self, data: bytes) -> None:
+        if self.in_thread:
+            self.claim()
         try:
             sent = self.sock.send(data)
         except (*WANT_WRITE, ssl.SSLWantReadError):
@@ -575,6 +669,8 @@ class Connection:
                 raise ClientGone(str(exc)) from None
 
     def sendfile(self, file: IO[bytes], offset: int, count: int) -> int:
+        if self.in_thread:
+            self.claim()
         if self.tls or not self.service.sendfile:
             return self.copy_file(file, offset, count)
         sent = 0
@@ -604,8 +700,12 @@ class Connection:
             sent += len(data)
         return sent
 
-    def wait(self, event: int) -> None:
-        """Wait until the socket is ready, beating the heartbeat; ClientGone past the timeout."""
+    def wait(self, event: int, slow_after: float | None = None) -> None:
+        """Wait until the socket is ready, beating the heartbeat; ClientGone past the timeout.
+
+        ``slow_after``: when a body the app reads has fallen behind
+        --body-min-rate (BodyTooSlow then, unless the I/O timeout comes first).
+        """
         if self._poller is None:
             self._poller = select.poll()
             self._poller.register(self.sock, select.POLLIN)
@@ -613,9 +713,16 @@ class Connection:
         timeout = self.service.io_timeout
         deadline = time.monotonic() + timeout
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 raise ClientGone(f"no progress for {timeout:g}s")
+            if slow_after is not None:
+                if now >= slow_after:
+                    self.broken = True
+                    rate = self.service.body_min_rate
+                    raise BodyTooSlow(f"request body slower than {rate} bytes/s")
+                left = min(left, slow_after - now)
             if self._poller.poll(min(1000, max(1, int(left * 1000)))):
                 return
             self.service.heartbeat()  # waiting on the client is not a stuck app

@@ -581,6 +581,15 @@ class Settings:
         help="Request body bytes collected before the app runs, so slow uploads do not hold a worker.",
         check=at_least(0),
     )
+    body_min_rate: int = setting(
+        500,
+        "--body-min-rate",
+        metavar="BYTES_PER_SECOND",
+        help="Slowest request body, in bytes per second, the app waits for once --body-prebuffer is "
+        "in: after a --header-timeout grace, each such byte buys 1/rate seconds; a slower client gets "
+        "408 (or a close, if the response began). 0: no minimum.",
+        check=at_least(0),
+    )
     io_timeout: float = setting(
         30.0,
         "--io-timeout",
@@ -996,6 +1005,7 @@ FORKSERVE_ONLY = frozenset(
         "app",
         "header_timeout",
         "body_prebuffer",
+        "body_min_rate",
         "io_timeout",
         "max_worker_memory",
         "limit_request_head",
