@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import sys
 import traceback
@@ -64,6 +65,47 @@ def fork_child(run: Callable[[], int]) -> int:
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+FD_SPARE = 16  # descriptors a worker keeps beside its connections: log files, the app's own files
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (nginx's worker_rlimit_nofile).
+
+    Returns (soft limit before, soft limit now). Children forked afterwards
+    inherit it. A hard limit the kernel would refuse (unlimited, above
+    fs.nr_open) is clamped to fs.nr_open; a refusal leaves the limit as it was.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as file:
+                target = int(file.read())
+        except (OSError, ValueError):
+            return soft, soft
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return soft, soft
+        return soft, target
+    return soft, soft
+
+
+def open_fds() -> int:
+    """How many descriptors this process holds now."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # less the one listdir itself opened
+    except OSError:
+        return 0
+
+
+def fd_limit_summary(limit: int, worker_connections: int) -> str:
+    """The log line that says how many connections the descriptor limit leaves a worker."""
+    room = max(0, min(worker_connections, limit - open_fds() - FD_SPARE))
+    return f"file descriptors: {limit}; a worker holds at most about {room} connections"
 
 
 def describe_exit(status: int) -> str:

@@ -7,11 +7,23 @@ from an epoll loop over the shared listening sockets and its own client
 connections. It leaves when told to (SIGTERM), when it has served
 ``max_requests``, when its memory passes ``max_worker_memory``, or when
 its master is gone.
+
+Out of file descriptors (or kernel memory), ``accept()`` fails while the
+connections it could not take keep the listening sockets readable; the
+worker then stops watching them for ``ACCEPT_BACKOFF`` seconds, or until
+one of its connections closes, rather than spinning on them, and says so
+once per episode. With ``max_worker_memory`` the resident size is read
+after every request (one ``pread`` of /proc/self/statm) and the unique
+size (USS, /proc/self/smaps_rollup) only when the resident size comes near
+the limit; the once-a-second sweep also reads the USS, for pages that
+turn private without growing the resident size (copy-on-write after
+``--preload``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import random
@@ -39,6 +51,8 @@ from .process import (
     EXIT_BOOT_FAILURE,
     EXIT_OK,
     drop_privileges,
+    fd_limit_summary,
+    raise_fd_limit,
     resolve_ids,
     set_title,
     spew,
@@ -58,6 +72,10 @@ ACCEPT_BATCH = 4  # connections taken per wake-up when the queue's length is unk
 STEP_ASIDE = 0.01  # seconds a worker holding more than its share leaves waiting connections to others
 MAX_FIELDS = 32768  # limit_request_fields = 0: Gunicorn's own ceiling
 BACKLOG_DRAIN = 4096  # at most this many queued connections taken when stopping
+ACCEPT_BACKOFF = 0.5  # seconds without accepting after accept() ran out of descriptors or memory
+ACCEPT_WARN_EVERY = 60.0  # at most one warning per this many seconds about such failures
+OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 class ServerHeaders:
@@ -73,6 +91,11 @@ class ServerHeaders:
             self.second = now
             self.value = b"Date: %s\r\nServer: forkserve\r\n" % formatdate(now, usegmt=True).encode()
         return self.value
+
+
+def resident_mib(statm: int) -> float:
+    """This process's resident size, from an open /proc/self/statm (one pread)."""
+    return int(os.pread(statm, 64, 0).split()[1]) * PAGE_MIB
 
 
 def unique_memory_mib() -> float:
@@ -113,6 +136,8 @@ class Worker:
         self.statsd: StatsD | None = None  # set once serving, with --statsd-host
         self.pid = 0  # set in the master after the fork
         self.watch_files = False  # this worker runs the --reload file watcher
+        self.statm = -1  # with --max-worker-memory, once serving: /proc/self/statm, kept open
+        self.memory_check_at = 0.0  # resident MiB from which after_request() reads the USS
         # As in Gunicorn: root_path, else a SCRIPT_NAME in the environment, is where the app is mounted.
         self.script_name = (settings.root_path or os.environ.get("SCRIPT_NAME", "")).rstrip("/")
 
@@ -135,6 +160,7 @@ class Worker:
         except Exception:
             self.log.exception("Worker failed to boot")
             return EXIT_BOOT_FAILURE
+        self.raise_fd_limit()
         self.log.info("Booting worker with pid: %d", self.pid)
         run_hook(self.settings, "post_worker_init", self)
         self.heartbeat.mark_ready()
@@ -149,6 +175,15 @@ class Worker:
         finally:
             run_hook(self.settings, "worker_exit", master, self)
         return EXIT_OK
+
+    def raise_fd_limit(self) -> None:
+        """Soft RLIMIT_NOFILE up to the hard limit; said once, by whoever raised it.
+
+        When the master raised it before forking, workers inherit it and say nothing.
+        """
+        before, now = raise_fd_limit()
+        if now > before:
+            self.log.info("%s", fd_limit_summary(now, self.settings.worker_connections))
 
     def install_signals(self) -> None:
         # The master's handlers were inherited with the fork; replace them all.
@@ -217,7 +252,8 @@ class Worker:
             header_timeout=s.header_timeout,
             io_timeout=s.io_timeout,
             server_headers=ServerHeaders(),
-            heartbeat=self.heartbeat.beat,
+            # Without a memory limit the heartbeat alone: nothing more per request.
+            heartbeat=self.after_request if s.max_worker_memory else self.heartbeat.beat,
             log=self.log,
             access_log=access_log,
             access_format=s.access_log_format,
@@ -228,6 +264,7 @@ class Worker:
             proxy_versions=s.proxy_protocol,
             refuse_underscored=s.header_map == "refuse",
             sendfile=s.sendfile,
+            body_min_rate=s.body_min_rate,
             statsd=self.statsd,
             busy=self.heartbeat.set_busy if s.workers_max else None,
             pre_request=self.pre_request_hook(),
@@ -238,6 +275,42 @@ class Worker:
             ),
         )
 
+    def after_request(self) -> None:
+        """Service.heartbeat with --max-worker-memory: beat, then check memory cheaply.
+
+        The resident size (RSS) is never below the unique size (USS), and the
+        USS grows no faster than the RSS unless shared pages turn private (the
+        sweep catches those). So the USS is read only once the RSS reaches
+        ``memory_check_at``, and after a reading below the limit the next one
+        waits for the RSS to grow by half of what is left.
+        """
+        self.heartbeat.beat()
+        service = self.service
+        if self.statm < 0 or service is None or service.closing:
+            return
+        try:
+            resident = resident_mib(self.statm)
+        except (OSError, ValueError, IndexError):
+            return
+        if resident >= self.memory_check_at:
+            left = self.check_memory(service)
+            self.memory_check_at = resident + max(left / 2, 0.5)
+
+    def check_memory(self, service: Service) -> float:
+        """Recycle this worker if its unique memory passed --max-worker-memory; returns the MiB left."""
+        limit = self.settings.max_worker_memory
+        used = unique_memory_mib()
+        if used > limit:
+            resident = ""
+            if self.statm >= 0:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    resident = f" (resident {resident_mib(self.statm):.0f} MiB)"
+            self.log.info(
+                "Worker %d uses %.0f MiB (limit %d MiB); recycling%s", self.pid, used, limit, resident
+            )
+            service.closing = True
+        return limit - used
+
     def pre_request_hook(self) -> Callable[[Request], None] | None:
         """The pre_request hook; without one, at debug level, Gunicorn's default: log method and path."""
         if self.settings.pre_request:
@@ -246,7 +319,15 @@ class Worker:
             return lambda request: self.log.debug("%s %s", request.method, request.path)
         return None
 
+    def open_statm(self) -> None:
+        """With --max-worker-memory: keep /proc/self/statm open for after_request()."""
+        if self.settings.max_worker_memory:
+            # Without it, the sweep still checks once a second.
+            with contextlib.suppress(OSError):
+                self.statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+
     def serve(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.open_statm()
         service = self.service = self.make_service(app)
         self.poller = select.epoll()
         self.connections: dict[int, Connection] = {}
@@ -267,6 +348,8 @@ class Worker:
         self.full = False  # holds worker_connections: not watching the listeners until one closes
         self.aside_until = 0.0  # while stepped aside: when to watch the listeners again
         self.may_step_aside = True
+        self.starved_until = 0.0  # accept() ran out of descriptors: when to try again
+        self.starved_warned = -ACCEPT_WARN_EVERY  # when that was last logged
         nudges = self.seat.listen_for_nudges()
         self.nudge_fd = nudges.fileno() if nudges is not None else -1
         if nudges is not None:
@@ -278,10 +361,15 @@ class Worker:
         beat = self.heartbeat.beat
         while self.alive and not service.closing:
             beat()
-            self.poll_once(service, STEP_ASIDE if self.aside_until else poll_timeout)
+            timeout = STEP_ASIDE if self.aside_until else poll_timeout
+            if self.starved_until:
+                timeout = min(timeout, max(0.0, self.starved_until - time.monotonic()))
+            self.poll_once(service, timeout)
             now = time.monotonic()
             if self.aside_until and now >= self.aside_until:
                 self.rejoin()
+            if self.starved_until and now >= self.starved_until:
+                self.resume_accepting()
             if now >= next_sweep:
                 next_sweep = self.sweep(service)
         self.leave(service)
@@ -302,9 +390,37 @@ class Worker:
             self.poller.unregister(fd)
 
     def rejoin(self) -> None:
-        """End a step aside: watch the listening sockets again (unless full)."""
+        """End a step aside: watch the listening sockets again (unless full or backing off)."""
         self.aside_until = 0.0
-        if not self.full:
+        if not self.full and not self.starved_until:
+            self.watch_listeners()
+
+    def back_off(self, exc: OSError) -> None:
+        """accept() ran out of descriptors or memory: stop accepting for a moment.
+
+        The connections it could not take keep the listening sockets readable,
+        so watching them would wake this loop at once, again and again. It
+        watches them again after ACCEPT_BACKOFF seconds or as soon as one of
+        its connections closes, and serves the ones it holds meanwhile.
+        """
+        now = time.monotonic()
+        if not self.starved_until and now - self.starved_warned >= ACCEPT_WARN_EVERY:
+            self.starved_warned = now
+            self.log.warning(
+                "accept() failed: %s; worker %d holds %d connections and stops accepting "
+                "for %gs or until one closes (raise the open files limit, or add workers)",
+                exc,
+                self.pid,
+                self.open_connections(),
+                ACCEPT_BACKOFF,
+            )
+        self.starved_until = now + ACCEPT_BACKOFF
+        self.unwatch_listeners()
+
+    def resume_accepting(self) -> None:
+        """End a back-off: watch the listening sockets again (unless full, stepped aside or leaving)."""
+        self.starved_until = 0.0
+        if not self.full and not self.aside_until and self.service is not None and not self.service.closing:
             self.watch_listeners()
 
     def step_back(self) -> None:
@@ -370,6 +486,8 @@ class Worker:
         with contextlib.suppress(BlockingIOError):
             while self.seat.nudges.recv(16):
                 pass
+        if self.starved_until:
+            return  # out of descriptors: accept() would fail again
         for fd in self.by_fd:
             self.on_listener(fd, service)
 
@@ -412,8 +530,11 @@ class Worker:
                 sock, addr = listener.sock.accept()
             except BlockingIOError:
                 return
-            except OSError as exc:  # EMFILE and friends: try again on the next wake-up
-                self.log.warning("accept() failed: %s", exc)
+            except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    self.back_off(exc)
+                else:  # the client gave up before it was accepted, or similar: try again on the next wake-up
+                    self.log.warning("accept() failed: %s", exc)
                 return
             sock, environ = self.client(sock, addr, server, multithread=self.threads is not None)
             connection = Connection(sock, environ, service)
@@ -455,6 +576,8 @@ class Worker:
         if self.connections.pop(fd, None) is not None:
             self.poller.unregister(fd)
         connection.close()
+        if self.starved_until:
+            self.resume_accepting()  # a descriptor is free again
         if self.full and self.open_connections() < self.settings.worker_connections:
             self.full = False
             if not self.aside_until and self.service is not None and not self.service.closing:
@@ -473,12 +596,8 @@ class Worker:
         if os.getppid() != self.master_pid:
             self.log.warning("Master %d is gone; worker %d leaving", self.master_pid, self.pid)
             self.alive = False
-        limit = self.settings.max_worker_memory
-        if limit and not service.closing:
-            used = unique_memory_mib()
-            if used > limit:
-                self.log.info("Worker %d uses %.0f MiB (limit %d MiB); recycling", self.pid, used, limit)
-                service.closing = True
+        if self.settings.max_worker_memory and not service.closing:
+            self.check_memory(service)  # pages turned private show in the USS alone
         return now + 1.0
 
     # -- leaving ---------------------------------------------------------
