@@ -297,7 +297,9 @@ class GeventWorker(Worker):
         while alive and connection.phase is not Phase.CLOSED:
             left = connection.deadline - time.monotonic()
             if left <= 0:
-                return  # idle keep-alive, stalled head or body, or lingering: done
+                if connection.expired(time.monotonic()):
+                    return  # idle keep-alive, a finished linger, or closed: done
+                continue  # a stalled request got its 408: discard input until the linger ends
             try:
                 wait_read(fd, timeout=left)
             except TimeoutError:
