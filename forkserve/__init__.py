@@ -8,7 +8,9 @@ Follow one request through the modules in this order:
    Python (as Gunicorn does) and TOML config files
 3. ``sockets``     parse ``--bind`` values; create, bind and listen
 4. ``master``      fork workers, handle signals, reap, respawn
-   (``process``, ``heartbeat``: forking and proof of life)
+   (``lifecycle``: each worker's record and its state table;
+   ``process``, ``heartbeat``: forking and proof of life;
+   ``template``: --preload's template process the workers fork from)
 5. ``worker``      after the fork: load the app, epoll loop, accept
    (``balance``: connections spread evenly over the workers;
    ``threads``: --threads; ``gevent_worker``: -k gevent, a greenlet per
