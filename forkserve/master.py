@@ -28,7 +28,15 @@ from .balance import Scoreboard
 from .heartbeat import Heartbeats
 from .hooks import run_hook
 from .lifecycle import Event, Record, State
-from .process import BOOT_FAILURES, EXIT_BOOT_FAILURE, describe_exit, fork_child, set_title
+from .process import (
+    BOOT_FAILURES,
+    EXIT_BOOT_FAILURE,
+    describe_exit,
+    fd_limit_summary,
+    fork_child,
+    raise_fd_limit,
+    set_title,
+)
 from .settings import SettingError, Settings
 from .sockets import UPGRADE_FDS, Listener
 from .statsd import StatsD
@@ -128,6 +136,8 @@ class Master:
             self.log.info("Listening at: %s (pid %d)", listener.url, self.pid)
         if self.settings.preload_app:
             become_subreaper()  # the templates' workers are handed to us
+        # Raised once here, before any fork: every worker inherits it.
+        self.log.info("%s", fd_limit_summary(raise_fd_limit()[1], self.settings.worker_connections))
         self.spawn_missing()
         while self.exit_code is None:
             for signum in self.wait_for_signals(self.sleep_time()):
