@@ -1,9 +1,13 @@
 """Master: forks the workers and keeps the pool healthy.
 
 One loop: wait for a signal (or a second), handle the queued signals one
-small ``handle_<name>`` method each, reap exited workers, abort stuck
-ones, finish a reload in progress, and spawn workers up to the wanted
-number. Signal handlers do no work: ``signal.set_wakeup_fd`` writes each
+small ``handle_<name>`` method each, reap exited workers, start a
+template when --preload needs one, read the heartbeat pages (who booted,
+who is leaving), kill workers that do not boot or abort stuck ones,
+finish a reload in progress, size the pool (--workers-max), and spawn
+workers up to the wanted number. What the master knows of each worker is
+a ``lifecycle.Record`` moved only along the table in ``lifecycle.py``.
+Signal handlers do no work: ``signal.set_wakeup_fd`` writes each
 signal's number to a pipe, and the loop reads the numbers from that pipe.
 
 Operator signals (Gunicorn's): TERM graceful stop, INT/QUIT quick stop,
