@@ -269,6 +269,7 @@ def test_a_leaving_worker_that_had_stepped_aside_does_not_watch_the_listeners_ag
     worker.by_fd = {server.fileno(): listener}
     worker.threads = None
     worker.watching = worker.full = False
+    worker.starved_until = 0.0
     worker.nudge_fd = -1
     worker.aside_until = time.monotonic() + 60  # it stepped aside, holding one connection
     ours, theirs = socket.socketpair()
