@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import logging
 import pstats
 import socket
 import sys
@@ -32,11 +31,14 @@ from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from forkserve.balance import Scoreboard
 from forkserve.connection import Connection, Service
 from forkserve.environ import base_environ, build_environ
-from forkserve.http.parser import Limits, RequestParser
-from forkserve.proxy import ProxyTrust
+from forkserve.heartbeat import Heartbeats
+from forkserve.http.parser import RequestParser
+from forkserve.settings import Settings
 from forkserve.streams import InputStream
+from forkserve.worker import Worker
 from forkserve.wsgi import Exchange, FileWrapper
 
 BODY = b"Hello, world!"
@@ -71,19 +73,13 @@ def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterab
 
 
 def make_service(app: Callable[..., Iterable[bytes]]) -> Service:
-    """A worker's Service, as ``Worker.make_service`` builds it with default settings."""
-    return Service(
-        app=app,
-        limits=Limits(),
-        keepalive=2.0,
-        header_timeout=10.0,
-        io_timeout=30.0,
-        server_headers=lambda: b"Date: Thu, 01 Jan 2026 00:00:00 GMT\r\nServer: forkserve\r\n",
-        heartbeat=lambda: None,
-        log=logging.getLogger("forkserve.error"),
-        access_log=None,
-        proxy=ProxyTrust(("127.0.0.1", "::1")),  # the --forwarded-allow-ips default
-    )
+    """A worker's Service, built by ``Worker.make_service`` itself with default settings.
+
+    The same constructor the workers use, so the profile can never drift from
+    what they run (defaults, hooks, the heartbeat's real store).
+    """
+    worker = Worker(1, Settings(), [], Heartbeats().claim(), Scoreboard().claim(), app)
+    return worker.make_service(app)
 
 
 def make_base() -> dict[str, Any]:
