@@ -43,15 +43,10 @@ from typing import TYPE_CHECKING, Any
 from .connection import Connection, Phase, RequestAborted, Service
 from .hooks import run_hook
 from .process import EXIT_BOOT_FAILURE
-from .settings import Settings
 from .sockets import Listener
 from .worker import BACKLOG_DRAIN, Worker
 
 if TYPE_CHECKING:
-    import ssl
-
-    from .balance import Seat
-    from .heartbeat import Heartbeat
     from .http.parser import Request
     from .master import Master
 
@@ -132,19 +127,9 @@ class GreenConnection(Connection):
 class GeventWorker(Worker):
     """A Worker whose connections are greenlets (see the module docstring)."""
 
-    def __init__(
-        self,
-        number: int,
-        settings: Settings,
-        listeners: list[Listener],
-        heartbeat: Heartbeat,
-        seat: Seat,
-        app: App | None,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        super().__init__(number, settings, listeners, heartbeat, seat, app, tls)
-        self.clocks: RequestClocks | None = None  # set once serving
-        self.aborting = False  # the master aborted this worker (SIGABRT)
+    # Immutable defaults, so plain class attributes: Worker.__init__ stays the only constructor.
+    clocks: RequestClocks | None = None  # set once serving
+    aborting = False  # the master aborted this worker (SIGABRT)
 
     # -- in the child ----------------------------------------------------
 

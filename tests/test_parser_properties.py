@@ -10,14 +10,18 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import sys
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
+# The fuzz target drives the parser exactly as these properties need: one driver for both.
+from fuzz_parser import SMALL, drive
+
 from forkserve.http.body import FORBIDDEN_TRAILERS
-from forkserve.http.errors import HTTPError
-from forkserve.http.parser import Limits, Request, RequestParser, State
+from forkserve.http.parser import Limits, Request
 
 BOUNDED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -25,52 +29,6 @@ TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST
 VCHAR = "".join(chr(c) for c in range(0x21, 0x7F)) + "\xa0\xe9\xff"
 PCHAR = "abcxyzABC0129-._~!$&'()*+,;=:@"
 FRAMING = {"HOST", "CONTENT-LENGTH", "TRANSFER-ENCODING", "CONNECTION", "EXPECT"}
-SMALL = Limits(
-    request_line=40, fields=4, field_size=30, head_size=120, max_body=50, chunk_ext=12, trailer_size=30
-)
-
-
-@dataclass
-class Outcome:
-    """Everything the parser produced from a byte stream."""
-
-    messages: list[tuple[Request, bytes]]
-    end: tuple[object, ...]  # ("error", status) or ("open", state, partial body)
-
-
-def waiting_bound(limits: Limits) -> int:
-    return max(limits.head_size, limits.chunk_ext + 2, limits.trailer_size)
-
-
-def drive(pieces: list[bytes], limits: Limits | None = None) -> Outcome:
-    """Feed ``pieces`` one by one, taking out every head and body byte available."""
-    limits = limits or Limits()
-    parser = RequestParser(limits)
-    messages: list[tuple[Request, bytes]] = []
-    request: Request | None = None
-    body = bytearray()
-    for piece in pieces:
-        parser.feed(piece)
-        try:
-            while True:
-                if parser.state is State.HEAD:
-                    request = parser.next_request()
-                    if request is None:
-                        break
-                    body = bytearray()
-                elif parser.state is State.BODY:
-                    data = parser.read_body()
-                    if data is None:
-                        break
-                    body += data
-                else:
-                    assert request is not None
-                    messages.append((request, bytes(body)))
-                    parser.start_next()
-        except HTTPError as error:
-            return Outcome(messages, ("error", error.status))
-        assert len(parser.buffer) <= waiting_bound(limits), "parser holds more than its limits"
-    return Outcome(messages, ("open", parser.state, bytes(body)))
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:

@@ -38,8 +38,12 @@ def waiting_bound(limits: Limits) -> int:
     return max(limits.head_size, limits.chunk_ext + 2, limits.trailer_size)
 
 
-def drive(pieces: list[bytes], limits: Limits, size: int = -1) -> Outcome:
-    """Feed ``pieces`` one by one as a connection does, taking out every head and body byte."""
+def drive(pieces: list[bytes], limits: Limits | None = None, size: int = -1) -> Outcome:
+    """Feed ``pieces`` one by one as a connection does, taking out every head and body byte.
+
+    The parser property tests (tests/test_parser_properties.py) drive it through here too.
+    """
+    limits = limits or DEFAULT
     parser = RequestParser(limits)
     messages: list[tuple[Request, bytes]] = []
     request: Request | None = None
