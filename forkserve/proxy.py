@@ -199,7 +199,7 @@ def _split_node(node: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=1024)  # a server sees the same few proxies' clients over and over
 def _is_address(host: str) -> bool:
     try:
-        ipaddress.ip_address(host.split("%", 1)[0])
+        ipaddress.ip_address(host)  # judges a scope id too: "fe80::1%eth0" yes, "::%" no
     except ValueError:
         return False
     return True

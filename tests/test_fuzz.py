@@ -104,6 +104,8 @@ def test_runner_reports_a_crash_with_exit_1(tmp_path, monkeypatch):
         ("HTTP_X_FORWARDED_FOR", "[junk]:1"),
         ("HTTP_X_FORWARDED_FOR", 'for="_hidden:_port"'),
         ("HTTP_X_FORWARDED_FOR", "1.2.3.4 5.6.7.8"),
+        ("HTTP_X_FORWARDED_FOR", "0, [::%"),  # an IPv6 zone with no name
+        ("HTTP_FORWARDED", 'for="[::%]:80"'),
     ],
 )
 def test_fuzz_finding_remote_addr_from_a_trusted_proxy_is_an_address(header, value):

@@ -3,6 +3,7 @@
     python tests/fuzz/run.py                      # every target, 20 s each
     python tests/fuzz/run.py parser --seconds 600 # one target, longer
     python tests/fuzz/run.py --runs 300           # a fixed number of inputs per target
+    python tests/fuzz/run.py --runs 60000 --seed 1  # what CI runs: the same inputs every time
 
 Each target runs in its own process (libFuzzer exits when it is done),
 seeded from tests/fuzz/corpus/<target>. Inputs that add coverage go to
@@ -27,14 +28,22 @@ FUZZ_DIR = Path(__file__).resolve().parent
 TARGETS = ("parser", "chunked", "proxy")
 
 
-def run_target(target: str, seconds: float, runs: int | None, extra: list[str]) -> tuple[int, str]:
+def run_target(
+    target: str, seconds: float, runs: int | None, extra: list[str], seed: int | None = None
+) -> tuple[int, str]:
     work = Path(os.environ.get("FORKSERVE_FUZZ_WORK", "/tmp/forkserve-fuzz"))
     work.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(FUZZ_DIR / f"fuzz_{target}.py"), "-print_final_stats=1"]
     command.append(f"-artifact_prefix={work / target}-")
     command += [f"-runs={runs}"] if runs is not None else [f"-max_total_time={max(1, round(seconds))}"]
+    env = dict(os.environ)
+    if seed is not None:
+        # libFuzzer's seed fixes its mutations; Python's hash seed fixes set and dict order
+        # in the code under test, so the same commit explores the same inputs every run.
+        command.append(f"-seed={seed}")
+        env["PYTHONHASHSEED"] = str(seed)
     started = time.monotonic()
-    done = subprocess.run([*command, *extra], capture_output=True, text=True, errors="replace")
+    done = subprocess.run([*command, *extra], capture_output=True, text=True, errors="replace", env=env)
     elapsed = time.monotonic() - started
     output = done.stderr + done.stdout
     summary = _summary(output)
@@ -69,12 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("targets", nargs="*", help=f"any of {', '.join(TARGETS)} (default: all)")
     parser.add_argument("--seconds", type=float, default=20.0, help="per target (default 20)")
     parser.add_argument("--runs", type=int, help="a number of inputs per target instead of a time")
+    parser.add_argument("--seed", type=int, help="a fixed seed: the same inputs on every run")
     args, extra = parser.parse_known_args(argv)
     extra = [arg for arg in extra if arg != "--"]
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown target {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}")
-    failed = [t for t in args.targets or TARGETS if run_target(t, args.seconds, args.runs, extra)[0] != 0]
+    failed = [
+        t for t in args.targets or TARGETS if run_target(t, args.seconds, args.runs, extra, args.seed)[0] != 0
+    ]
     if failed:
         print(f"fuzzing found a crash in: {', '.join(failed)}", file=sys.stderr)
         return 1
