@@ -1,8 +1,10 @@
 """Drives load at a server: wrk runs, and a small client counting workers.
 
 Owns: building and running one wrk command (with the Lua hook that prints its
-summary as JSON), measuring the CPU wrk itself burned, and the asyncio client
-behind the "spread over workers" figure. Targets are always 127.0.0.1.
+summary as JSON), measuring the CPU wrk itself burned, one measured point (a
+wrk run with the server's CPU, memory and per-worker share read from /proc
+around it), and the asyncio client behind the "spread over workers" figure.
+Targets are always 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import measure
 
 HERE = Path(__file__).resolve().parent
 LUA_DIR = HERE / "lua"
@@ -99,6 +104,69 @@ def run_wrk(
         bytes_read=d["bytes"],
         wrk_cpu_s=wrk_cpu,
     )
+
+
+# ----------------------------------------------------------- one measured point
+
+
+def worker_requests(before: dict[int, int], after: dict[int, int], requests: int, workers: int) -> list[int]:
+    """Requests per worker, busiest first, estimated from CPU shares.
+
+    Each of the ``workers`` busiest children gets the run's requests in
+    proportion to the CPU it used during the run (``measure.children_ticks``
+    before and after). Works for every server without an access log; it
+    assumes a request costs a worker the same CPU whichever worker runs it.
+    """
+    deltas = sorted((ticks - before.get(pid, 0) for pid, ticks in after.items()), reverse=True)
+    deltas = deltas[:workers]
+    total = sum(deltas)
+    return [round(requests * d / total) for d in deltas] if total > 0 else []
+
+
+def measure_point(
+    wrk: str,
+    port: int,
+    server_pid: int,
+    *,
+    script: Path,
+    mode: str,
+    concurrency: int,
+    duration: float,
+    threads: int = 1,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """One wrk run against ``port`` with the CPU and memory of the process
+    tree rooted at ``server_pid`` read from /proc around it.
+
+    ``mode`` is "keep-alive" or "close" (every request says ``Connection:
+    close``, so the server CPU per request is its CPU per closed connection).
+    """
+    cpu0, workers0 = measure.cpu_seconds(server_pid), measure.children_ticks(server_pid)
+    res = run_wrk(
+        wrk, port, script=script, concurrency=concurrency, duration=duration,
+        keepalive=mode == "keep-alive", threads=threads,
+    )  # fmt: skip
+    cpu1, workers1 = measure.cpu_seconds(server_pid), measure.children_ticks(server_pid)
+    mem = measure.tree_memory(server_pid)
+    spread = worker_requests(workers0, workers1, res.requests, workers)
+    return {
+        "rps": res.rps,
+        "p50_ms": res.p50_ms,
+        "p99_ms": res.p99_ms,
+        "p999_ms": res.p999_ms,
+        "errors": res.errors,
+        "error_detail": res.error_detail,
+        "requests": res.requests,
+        "seconds": res.seconds,
+        "cpu_us_per_req": (cpu1 - cpu0) / res.requests * 1e6 if res.requests else 0.0,
+        "server_cpu_s": cpu1 - cpu0,
+        "worker_requests": spread,
+        "busiest_worker_pct": 100 * spread[0] / sum(spread) if sum(spread) else 0.0,
+        "rss_mib": mem.rss_kib / 1024,
+        "pss_mib": mem.pss_kib / 1024,
+        "processes": mem.processes,
+        "wrk_cpu_pct": res.wrk_cpu_s / res.seconds * 100 if res.seconds else 0.0,
+    }
 
 
 # ------------------------------------------------------- spread over workers

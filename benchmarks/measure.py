@@ -96,6 +96,20 @@ def cpu_seconds(root: int) -> float:
     return total / CLOCK_TICKS
 
 
+def children_ticks(root: int) -> dict[int, int]:
+    """CPU ticks used so far by each live direct child of ``root`` (its workers).
+
+    Each child's own time plus that of children it reaped, as in
+    ``cpu_seconds``. Sampled before and after a run, the deltas show how the
+    run's work spread over the workers.
+    """
+    ticks = {}
+    for st in all_stats():
+        if st.ppid == root and st.state != "Z":
+            ticks[st.pid] = st.ticks
+    return ticks
+
+
 @dataclass(frozen=True)
 class Memory:
     """Memory of a set of processes in KiB: RSS double-counts shared pages,

@@ -23,6 +23,7 @@ METRICS: list[tuple[str, str, str, bool]] = [
     ("p999_ms", "p99.9 ms", "sig", True),
     ("errors", "errors", "{:,.0f}", True),
     ("cpu_us_per_req", "server CPU µs/req", "sig", True),
+    ("busiest_worker_pct", "busiest worker %", "{:.0f}", True),
     ("rss_mib", "RSS MiB", "{:.1f}", True),
     ("pss_mib", "PSS MiB", "{:.1f}", True),
     ("wrk_cpu_pct", "wrk CPU %", "{:.0f}", True),
@@ -37,8 +38,28 @@ def fmt_value(value: float, fmt: str) -> str:
     return f"{value:.3g}"
 
 
-def median_of(runs: list[dict[str, Any]]) -> dict[str, float]:
-    return {key: statistics.median(r[key] for r in runs) for key, *_ in METRICS}
+# The project's targets for forkserve, each a ratio to another server in the
+# same run (or, with no other server, forkserve's own figure):
+# (app, mode, concurrencies (None: every one measured), metric, other server,
+#  True if the figure must be at least the bound / False if at most, bound).
+TARGETS: list[tuple[str, str, tuple[int, ...] | None, str, str | None, bool, float]] = [
+    ("hello", "close", (16, 64), "rps", "floor", True, 0.8),
+    ("hello", "close", None, "rps", "granian", True, 1.1),
+    ("hello", "close", None, "cpu_us_per_req", "floor", False, 1.4),
+    ("hello", "keep-alive", (16,), "cpu_us_per_req", None, False, 15.0),
+    ("hello", "keep-alive", (16, 64, 256), "rps", "granian", True, 1.2),
+    ("django", "close", (1,), "rps", "gunicorn-sync", True, 1.5),
+]
+SUBJECT = "forkserve"
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of every metric, and of each rank of requests per worker."""
+    med: dict[str, Any] = {key: statistics.median(r[key] for r in runs) for key, *_ in METRICS}
+    per_worker = [r["worker_requests"] for r in runs if r.get("worker_requests")]
+    ranks = min(map(len, per_worker), default=0)
+    med["worker_requests"] = [round(statistics.median(w[i] for w in per_worker)) for i in range(ranks)]
+    return med
 
 
 def ratio(value: float, base: float | None) -> float | None:
@@ -53,6 +74,47 @@ def add_ratios(points: list[dict[str, Any]], baseline: str) -> None:
     for p in points:
         b = base.get((p["app"], p["mode"], p["concurrency"]))
         p["ratio"] = {key: ratio(p["median"][key], b[key] if b else None) for key, *_ in METRICS}
+
+
+def targets(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every TARGETS check that this run has the figures for."""
+    by_key = {(p["app"], p["server"], p["mode"], p["concurrency"]): p["median"] for p in points}
+    rows = []
+    for app, mode, concs, metric, other, at_least, bound in TARGETS:
+        measured = sorted({p["concurrency"] for p in points if (p["app"], p["mode"]) == (app, mode)})
+        for conc in measured if concs is None else concs:
+            ours = by_key.get((app, SUBJECT, mode, conc))
+            theirs = by_key.get((app, other, mode, conc)) if other else {metric: 1.0}
+            if ours is None or theirs is None or not theirs[metric]:
+                continue
+            value = ours[metric] / theirs[metric]
+            rows.append(
+                {
+                    "app": app, "mode": mode, "concurrency": conc, "metric": metric,
+                    "other": other, "value": value, "at_least": at_least, "bound": bound,
+                    "met": value >= bound if at_least else value <= bound,
+                }
+            )  # fmt: skip
+    return rows
+
+
+def targets_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    titles = {key: title for key, title, *_ in METRICS}
+    out = [
+        f"## Targets ({SUBJECT} against the others in this run)",
+        "",
+        "| app | mode | c | figure | against | measured | target | met |",
+        "| --- | --- | ---: | --- | --- | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        unit = "×" if r["other"] else ""
+        sign = "≥" if r["at_least"] else "≤"
+        out.append(
+            f"| {r['app']} | {r['mode']} | {r['concurrency']} | {titles[r['metric']]} | "
+            f"{r['other'] or '(absolute)'} | {unit}{r['value']:.3g} | {sign} {unit}{r['bound']:g} | "
+            f"{'yes' if r['met'] else '**no**'} |"
+        )
+    return [*out, ""]
 
 
 def _cell(value: float, rel: float | None, fmt: str) -> str:
@@ -89,13 +151,16 @@ def markdown(results: dict[str, Any]) -> str:
                 continue
             title = "HTTP/1.1 keep-alive" if mode == "keep-alive" else "Connection: close"
             out += [f"## {app} — {title}", ""]
-            out.append("| server | c | " + " | ".join(m[1] for m in METRICS) + " |")
-            out.append("| --- | ---: | " + " | ".join("---:" for _ in METRICS) + " |")
+            out.append("| server | c | " + " | ".join(m[1] for m in METRICS) + " | requests per worker |")
+            out.append("| --- | ---: | " + " | ".join("---:" for _ in METRICS) + " | ---: |")
             pts.sort(key=lambda p: (p["concurrency"], p["order"]))
             for p in pts:
                 cells = [_cell(p["median"][k], p["ratio"][k], fmt) for k, _, fmt, _ in METRICS]
+                cells.append(" / ".join(f"{n:,}" for n in p["median"].get("worker_requests", [])) or "–")
                 out.append(f"| {p['label']} | {p['concurrency']} | " + " | ".join(cells) + " |")
             out.append("")
+    if results.get("targets"):
+        out += targets_markdown(results["targets"])
     if results.get("spread"):
         out += [
             "## Spread of requests over workers (whoami app)",

@@ -31,7 +31,6 @@ from typing import Any
 
 import deps
 import loadgen
-import measure
 import report
 import servers
 from servers import APPS, BASELINE, SERVERS, App, Context, Running, Server
@@ -220,36 +219,13 @@ class Bench:
 
     def measure_point(self, run: Running, port: int, script: Path, mode: str, conc: int) -> dict[str, Any]:
         args = self.args
-        cpu0 = measure.cpu_seconds(run.pid)
-        res = loadgen.run_wrk(
-            self.wrk,
-            port,
-            script=script,
-            concurrency=conc,
-            duration=args.duration,
-            keepalive=mode == "keep-alive",
-            threads=args.wrk_threads,
-        )
-        cpu1 = measure.cpu_seconds(run.pid)
-        mem = measure.tree_memory(run.pid)
+        m = loadgen.measure_point(
+            self.wrk, port, run.pid, script=script, mode=mode, concurrency=conc,
+            duration=args.duration, threads=args.wrk_threads, workers=args.workers,
+        )  # fmt: skip
         if run.proc.poll() is not None:
             raise servers.ServerError(f"{run.server.name} exited during the run:\n{run.log_tail()}")
-        return {
-            "rps": res.rps,
-            "p50_ms": res.p50_ms,
-            "p99_ms": res.p99_ms,
-            "p999_ms": res.p999_ms,
-            "errors": res.errors,
-            "error_detail": res.error_detail,
-            "requests": res.requests,
-            "seconds": res.seconds,
-            "cpu_us_per_req": (cpu1 - cpu0) / res.requests * 1e6 if res.requests else 0.0,
-            "server_cpu_s": cpu1 - cpu0,
-            "rss_mib": mem.rss_kib / 1024,
-            "pss_mib": mem.pss_kib / 1024,
-            "processes": mem.processes,
-            "wrk_cpu_pct": res.wrk_cpu_s / res.seconds * 100 if res.seconds else 0.0,
-        }
+        return m
 
     def bench_server(self, server: Server, app: App, rep: int) -> None:
         args = self.args
@@ -270,6 +246,7 @@ class Bench:
                         f"  {server.name:<17} {mode:<10} c={conc:<3} {m['rps']:>9,.0f} req/s"
                         f"  p99 {m['p99_ms']:7.2f} ms  err {m['errors']:<5}"
                         f" cpu {m['cpu_us_per_req']:6.0f} µs/req  wrk {m['wrk_cpu_pct']:3.0f}%"
+                        f"  per worker {'/'.join(map(str, m['worker_requests']))}"
                     )
 
     def run_app(self, app: App) -> None:
@@ -380,6 +357,7 @@ class Bench:
                 for n in args.servers
             ],
             "points": points,
+            "targets": report.targets(points),
             "spread": self.spread,
             "failures": [{"server": s, "app": a, "error": e} for (s, a), e in self.failures.items()],
             "notes": NOTES,
@@ -438,7 +416,13 @@ NOTES = [
     "and both send the same 13-byte body as the hello app.",
     "server CPU µs/req = user+system CPU of the master and all its descendants "
     "during the wrk run, divided by completed requests; workers that exit "
-    "mid-run are counted through their parent's cutime/cstime.",
+    "mid-run are counted through their parent's cutime/cstime. With "
+    "'Connection: close' every request has its own connection, so it is the "
+    "server CPU per closed connection.",
+    "requests per worker = the run's requests split in proportion to the CPU "
+    "each of the --workers busiest child processes used during the run (an "
+    "estimate that needs no access log, so it works for every server); "
+    "busiest worker % is the first of them over their sum (50 = even for 2 workers).",
     "RSS double-counts pages shared by forked workers; PSS splits them fairly "
     "between processes. Both are summed over the master and every descendant "
     "right after each wrk run.",
