@@ -11,6 +11,13 @@ judges. ``mark_ready()`` tells the master the app is loaded, which a
 reload waits for before it retires the old workers; ``mark_leaving()``
 tells it to start a replacement before this worker has finished leaving.
 ``set_busy()`` says a request is running, for a pool that sizes itself.
+
+Each slot also holds what the worker is doing and has done, for the
+master to report (``forkserve ctl status``, a timeout's log line, the
+metrics): the request it is serving now (``begin_request()``, when it
+started and its first line) and a block of counters that ``metrics.py``
+lays out. A reader in the master may see a request line half rewritten;
+it is for people, so that is harmless, and no lock is worth its cost here.
 """
 
 from __future__ import annotations
@@ -21,7 +28,13 @@ import time
 _READY_OFFSET = 8  # after the stamp, a double
 _LEAVING_OFFSET = _READY_OFFSET + 1
 _BUSY_OFFSET = _LEAVING_OFFSET + 1
-SLOT_SIZE = 16
+_REQUEST_STARTED = 16  # a double: monotonic time the current request started, 0 between requests
+_REQUEST_LENGTH = 24  # one byte: how much of the request area holds the current request line
+_REQUEST_TEXT = 25
+REQUEST_TEXT_SIZE = 231  # "METHOD target client", cut to fit
+COUNTERS_OFFSET = 256
+COUNTERS = 96  # unsigned 64-bit counters, laid out by metrics.py
+SLOT_SIZE = COUNTERS_OFFSET + 8 * COUNTERS  # 1 KiB: pages are only touched for slots in use
 SLOTS = 1024  # workers alive at once, old and new generations together
 
 
@@ -58,6 +71,8 @@ class Heartbeat:
         # pack_into clears the bytes before writing them, and a master reading in
         # that moment saw a stamp of 0: a healthy worker "timed out" and was aborted.
         self._stamp = page[:8].cast("d")
+        self._started = page[_REQUEST_STARTED : _REQUEST_STARTED + 8].cast("d")
+        self.counters = page[COUNTERS_OFFSET:SLOT_SIZE].cast("Q")
         self.slot = slot
 
     def beat(self) -> None:
@@ -90,3 +105,22 @@ class Heartbeat:
     @property
     def busy(self) -> bool:
         return self._page[_BUSY_OFFSET] == 1
+
+    def begin_request(self, line: bytes) -> None:
+        """The worker starts serving the request ``line`` ("GET /path 10.0.0.7")."""
+        line = line[:REQUEST_TEXT_SIZE]
+        self._page[_REQUEST_TEXT : _REQUEST_TEXT + len(line)] = line
+        self._page[_REQUEST_LENGTH] = len(line)
+        self._started[0] = time.monotonic()
+
+    def end_request(self) -> None:
+        self._started[0] = 0.0
+
+    def current_request(self) -> tuple[str, float] | None:
+        """(request line, seconds it has run) while the worker serves one, else None."""
+        started: float = self._started[0]
+        if not started:
+            return None
+        length = self._page[_REQUEST_LENGTH]
+        line = bytes(self._page[_REQUEST_TEXT : _REQUEST_TEXT + length])
+        return line.decode("latin-1"), max(0.0, time.monotonic() - started)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from . import logs, systemd
 from .balance import Scoreboard
+from .endpoints import Endpoints
 from .heartbeat import Heartbeats
 from .hooks import run_hook
 from .lifecycle import Event, Record, State
@@ -106,6 +107,7 @@ class Master:
         self.workers: dict[int, Record] = {}  # by pid; see lifecycle.py
         self.scoreboard = Scoreboard()
         self.heartbeats = Heartbeats()
+        self.endpoints = Endpoints()  # the master's own servers: metrics, control (endpoints.py)
         self.templates: dict[int, Template] = {}  # --preload: by pid (see template.py)
         self.generation = 0
         self.reloading: Reload | None = None
@@ -175,13 +177,25 @@ class Master:
             signal.signal(signum, lambda *_: None)  # the wakeup fd carries the number
 
     def wait_for_signals(self, timeout: float) -> list[int]:
-        ready, _, _ = select.select([self.wakeup_r], [], [], timeout)
-        if not ready:
+        """Wait for a signal, serving the master's endpoints meanwhile; the signals received."""
+        readers = [self.wakeup_r, *self.endpoints.readers()]
+        readable, writable, _ = select.select(readers, self.endpoints.writers(), [], timeout)
+        self.endpoints.handle(readable, writable)
+        if self.wakeup_r not in readable:
             return []
         try:
             return list(os.read(self.wakeup_r, 64))
         except BlockingIOError:
             return []
+
+    def fork(self, run: Callable[[], int]) -> int:
+        """``fork_child``, with the child dropping its copies of the master's endpoints."""
+
+        def child() -> int:
+            self.endpoints.close()
+            return run()
+
+        return fork_child(child)
 
     def sleep_time(self) -> float:
         booting = any(record.state is State.BOOTING for record in self.workers.values())
@@ -262,7 +276,7 @@ class Master:
             self.log.warning("Handling SIGUSR2: an upgrade is already running (pid %d)", self.new_master)
             return
         self.log.info("Handling SIGUSR2: starting a new master")
-        self.new_master = fork_child(self.exec_new_master)
+        self.new_master = self.fork(self.exec_new_master)
         if self.pidfile:
             self.move_pidfile(self.settings.pidfile + ".oldbin")
 
@@ -310,7 +324,7 @@ class Master:
         run_hook(self.settings, "pre_fork", self, worker)
         template = self.template(self.generation)
         if template is None:
-            worker.pid = fork_child(lambda: worker.run(self))
+            worker.pid = self.fork(lambda: worker.run(self))
         else:
             try:
                 worker.pid = template.spawn(worker.number, heartbeat.slot, seat.index, worker.watch_files)
@@ -696,6 +710,7 @@ class Master:
                 self.workers.pop(pid)
         for listener in self.listeners:
             listener.close(remove_file=not self.new_master)
+        self.endpoints.close()
         self.remove_pidfile()
         run_hook(self.settings, "on_exit", self)
         self.log.info("Shutting down: master %d", self.pid)

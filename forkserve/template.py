@@ -70,7 +70,7 @@ class Template:
     @classmethod
     def start(cls, master: Master) -> Template:
         ours, theirs = socket.socketpair()
-        pid = fork_child(lambda: run_template(master, theirs, ours))
+        pid = master.fork(lambda: run_template(master, theirs, ours))
         theirs.close()
         ours.setblocking(False)
         return cls(master.generation, pid, ours)
