@@ -109,6 +109,12 @@ def run_wrk(
 # ----------------------------------------------------------- one measured point
 
 
+def warm_up(wrk: str, port: int, script: Path, threads: int = 1, seconds: float = 1.0) -> None:
+    """A short keep-alive run whose figures are discarded: imports, lazy app
+    setup and first database connections happen here, not in a measured run."""
+    run_wrk(wrk, port, script=script, concurrency=16, duration=seconds, keepalive=True, threads=threads)
+
+
 def worker_requests(before: dict[int, int], after: dict[int, int], requests: int, workers: int) -> list[int]:
     """Requests per worker, busiest first, estimated from CPU shares.
 

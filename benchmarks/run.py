@@ -232,11 +232,7 @@ class Bench:
         script = loadgen.lua_script(self.tmp, upload=app.name == "upload")
         with self.start(server, app, f"r{rep}") as run:
             port = run.wait_ready()
-            # Warm-up (discarded): imports, lazy app setup, first DB connection.
-            loadgen.run_wrk(
-                self.wrk, port, script=script, concurrency=16, duration=WARMUP_S,
-                keepalive=True, threads=args.wrk_threads,
-            )  # fmt: skip
+            loadgen.warm_up(self.wrk, port, script, args.wrk_threads, WARMUP_S)
             for mode in args.modes:
                 for conc in args.concurrency:
                     m = self.measure_point(run, port, script, mode, conc)

@@ -126,6 +126,7 @@ class Context:
     nginx: str
     env: dict[str, str]  # base environment for every server
     extra_args: list[str] = field(default_factory=list)  # e.g. ["--preload"]
+    unix_socket: str = ""  # bind this unix socket instead of 127.0.0.1:0 (behind nginx)
 
 
 @dataclass
@@ -143,6 +144,11 @@ def _pythonpath(*parts: str) -> str:
     return os.pathsep.join(p for p in parts if p)
 
 
+def _bind(ctx: Context) -> list[str]:
+    """forkserve's and Gunicorn's --bind: the context's unix socket, else port 0."""
+    return ["--bind", f"unix:{ctx.unix_socket}" if ctx.unix_socket else f"{HOST}:0"]
+
+
 def _forkserve(ctx: Context, threads: int | None = None, worker_class: str = "") -> Launch:
     env = dict(ctx.env)
     extra_path = ctx.forkserve_env.get("PYTHONPATH", "")
@@ -152,7 +158,7 @@ def _forkserve(ctx: Context, threads: int | None = None, worker_class: str = "")
     if path := _pythonpath(extra_path, django_path):
         env["PYTHONPATH"] = path
     argv = [sys.executable, "-m", "forkserve", ctx.app.module]
-    argv += ["--bind", f"{HOST}:0", "--workers", str(ctx.workers)]
+    argv += [*_bind(ctx), "--workers", str(ctx.workers)]
     argv += ["--chdir", str(ctx.app.directory), "--pythonpath", str(ctx.app.directory)]
     if threads:
         argv += ["--threads", str(threads)]
@@ -163,7 +169,7 @@ def _forkserve(ctx: Context, threads: int | None = None, worker_class: str = "")
 
 def _gunicorn(ctx: Context, worker_class: str) -> Launch:
     argv = [str(ctx.peers_bin / "gunicorn"), ctx.app.module]
-    argv += ["--bind", f"{HOST}:0", "--workers", str(ctx.workers)]
+    argv += [*_bind(ctx), "--workers", str(ctx.workers)]
     # No control socket: it would live in $HOME, shared between runs.
     argv += ["--chdir", str(ctx.app.directory), "--no-control-socket"]
     if worker_class == "gthread":
@@ -182,9 +188,9 @@ def _waitress(ctx: Context) -> Launch:
 
 def _granian(ctx: Context) -> Launch:
     # granian accepts port 0 but logs ":0"; the real port comes from /proc.
-    argv = [str(ctx.peers_bin / "granian"), "--interface", "wsgi"]
-    argv += ["--workers", str(ctx.workers), "--host", HOST, "--port", "0"]
-    argv += ["--working-dir", str(ctx.app.directory), ctx.app.module]
+    argv = [str(ctx.peers_bin / "granian"), "--interface", "wsgi", "--workers", str(ctx.workers)]
+    argv += ["--uds", ctx.unix_socket] if ctx.unix_socket else ["--host", HOST, "--port", "0"]
+    argv += ["--working-dir", str(ctx.app.directory), *ctx.extra_args, ctx.app.module]
     return Launch(argv, ctx.app.directory, dict(ctx.env))
 
 
@@ -226,22 +232,65 @@ http {{
 """
 
 
-def _nginx(ctx: Context) -> Launch:
-    # nginx refuses "listen ...:0". Instead we bind port 0 ourselves and hand
-    # the listening socket over through nginx's own inheritance mechanism
-    # (the NGINX environment variable, as used for binary upgrades); the
-    # config names the same address so nginx adopts the inherited socket.
+def _nginx_launch(ctx: Context, render: Callable[[Path, int], str], globals_: str = "") -> Launch:
+    """nginx on 127.0.0.1 port 0, with the config ``render(prefix, port)`` returns.
+
+    nginx refuses "listen ...:0". Instead we bind port 0 ourselves and hand
+    the listening socket over through nginx's own inheritance mechanism
+    (the NGINX environment variable, as used for binary upgrades); the
+    config names the same address so nginx adopts the inherited socket.
+    ``globals_`` are extra main-context directives (nginx's ``-g``).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((HOST, 0))
-    sock.listen(1024)
+    sock.listen(4096)
     port = sock.getsockname()[1]
     prefix = ctx.tmp / f"nginx-{port}"
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(workers=ctx.workers, prefix=prefix, host=HOST, port=port))
+    conf.write_text(render(prefix, port))
     env = dict(ctx.env, NGINX=f"{sock.fileno()};")
     argv = [ctx.nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+    argv += ["-g", globals_] if globals_ else []
     return Launch(argv, prefix, env, inherit=[sock], port=port)
+
+
+def _nginx(ctx: Context) -> Launch:
+    return _nginx_launch(
+        ctx, lambda prefix, port: NGINX_CONF.format(workers=ctx.workers, prefix=prefix, host=HOST, port=port)
+    )
+
+
+DEPLOY_NGINX_CONF = HERE.parent / "conf" / "nginx.conf"
+# The deployment config's TLS server block: the benchmark leaves TLS out.
+_TLS_SERVER = re.compile(r"    server \{\n        listen @LISTEN_TLS@ ssl;.*?\n    \}\n", re.DOTALL)
+
+
+def render_deploy_conf(prefix: Path, port: int, upstream_socket: str) -> str:
+    """conf/nginx.conf, as the README deploys it, proxying 127.0.0.1:``port``
+    to the unix socket ``upstream_socket`` (its TCP block points there too,
+    and listens on an unused unix socket; its TLS block is dropped)."""
+    text = _TLS_SERVER.sub("", DEPLOY_NGINX_CONF.read_text())
+    for token, value in {
+        "@PREFIX@": str(prefix),
+        "@SOCKET@": upstream_socket,
+        "@UPSTREAM@": f"unix:{upstream_socket}",
+        "@LISTEN_UNIX@": f"{HOST}:{port}",
+        "@LISTEN_TCP@": f"unix:{prefix}/unused-tcp-block.sock",
+    }.items():
+        text = text.replace(token, value)
+    if left := re.findall(r"@[A-Z_]+@", text):
+        raise ServerError(f"{DEPLOY_NGINX_CONF} has placeholders the benchmark does not fill: {left}")
+    return text
+
+
+def _nginx_proxy(ctx: Context) -> Launch:
+    # conf/nginx.conf names no user: as root, nginx's workers would run as
+    # nobody and could not reach the upstream socket in our 0700 temp dir.
+    user = "user root root;" if os.geteuid() == 0 else ""
+    return _nginx_launch(
+        ctx, lambda prefix, port: render_deploy_conf(prefix, port, ctx.unix_socket), f"daemon off; {user}"
+    )
 
 
 @dataclass(frozen=True)
@@ -336,6 +385,15 @@ SERVERS: dict[str, Server] = {
 }
 
 DEFAULT_SERVERS = [n for n in SERVERS if n != "forkserve-threads"]
+# nginx configured as the README deploys it, in front of a server on
+# Context.unix_socket (behind_nginx.py); not a server of run.py's own.
+NGINX_PROXY = Server(
+    "nginx-proxy",
+    "nginx (conf/nginx.conf)",
+    _nginx_proxy,
+    "conf/nginx.conf: 1 worker process, upstream keep-alive over a unix socket",
+    reference=True,
+)
 BASELINE = "gunicorn-sync"
 
 
@@ -452,6 +510,23 @@ class Running:
         self.pid = self.proc.pid
         self.port: int | None = self.launch.port
 
+    def wait_unix_socket(self, path: str, timeout: float = 60.0) -> None:
+        """Waits until ``path`` accepts a connection (a server bound there)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # bounded by the deadline
+            self._check_alive()
+            with socket.socket(socket.AF_UNIX) as probe, contextlib.suppress(OSError):
+                probe.connect(path)
+                return
+            time.sleep(0.1)
+        raise ServerError(f"{self.server.name} not on {path} after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def _check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise ServerError(
+                f"{self.server.name} exited with {self.proc.returncode} before answering:\n{self.log_tail()}"
+            )
+
     def log_tail(self, limit: int = 3000) -> str:
         try:
             return self.log_path.read_bytes()[-limit:].decode(errors="replace")
@@ -470,11 +545,7 @@ class Running:
         deadline = time.monotonic() + timeout
         last_error = "no port found yet"
         while time.monotonic() < deadline:  # bounded by the deadline
-            if self.proc.poll() is not None:
-                raise ServerError(
-                    f"{self.server.name} exited with {self.proc.returncode} "
-                    f"before answering:\n{self.log_tail()}"
-                )
+            self._check_alive()
             if self.port is None:
                 self.port = self._find_port()
             if self.port is not None:
