@@ -130,28 +130,18 @@ def worker_requests(before: dict[int, int], after: dict[int, int], requests: int
 
 
 def measure_point(
-    wrk: str,
-    port: int,
-    server_pid: int,
-    *,
-    script: Path,
-    mode: str,
-    concurrency: int,
-    duration: float,
-    threads: int = 1,
-    workers: int = 1,
+    wrk: str, port: int, server_pid: int, *, mode: str, workers: int = 1, **wrk_args: Any
 ) -> dict[str, Any]:
     """One wrk run against ``port`` with the CPU and memory of the process
     tree rooted at ``server_pid`` read from /proc around it.
 
     ``mode`` is "keep-alive" or "close" (every request says ``Connection:
-    close``, so the server CPU per request is its CPU per closed connection).
+    close``, so the server CPU per request is its CPU per closed connection);
+    ``workers`` is how many worker processes to report requests for;
+    ``wrk_args`` go to ``run_wrk`` (script, concurrency, duration, threads).
     """
     cpu0, workers0 = measure.cpu_seconds(server_pid), measure.children_ticks(server_pid)
-    res = run_wrk(
-        wrk, port, script=script, concurrency=concurrency, duration=duration,
-        keepalive=mode == "keep-alive", threads=threads,
-    )  # fmt: skip
+    res = run_wrk(wrk, port, keepalive=mode == "keep-alive", **wrk_args)
     cpu1, workers1 = measure.cpu_seconds(server_pid), measure.children_ticks(server_pid)
     mem = measure.tree_memory(server_pid)
     spread = worker_requests(workers0, workers1, res.requests, workers)
