@@ -32,10 +32,11 @@ from typing import IO, Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from forkserve.balance import Scoreboard
-from forkserve.connection import Connection, Service
+from forkserve.connection import Connection
 from forkserve.environ import base_environ, build_environ
 from forkserve.heartbeat import Heartbeats
 from forkserve.http.parser import RequestParser
+from forkserve.service import Service
 from forkserve.settings import Settings
 from forkserve.streams import InputStream
 from forkserve.worker import Worker
@@ -72,14 +73,14 @@ def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterab
     return [BODY]
 
 
-def make_service(app: Callable[..., Iterable[bytes]]) -> Service:
-    """A worker's Service, built by ``Worker.make_service`` itself with default settings.
+def make_worker(app: Callable[..., Iterable[bytes]]) -> tuple[Worker, Service]:
+    """A worker and its Service, built by ``Worker.make_service`` itself with default settings.
 
     The same constructor the workers use, so the profile can never drift from
     what they run (defaults, hooks, the heartbeat's real store).
     """
     worker = Worker(1, Settings(), [], Heartbeats().claim(), Scoreboard().claim(), app)
-    return worker.make_service(app)
+    return worker, worker.make_service(app)
 
 
 def make_base() -> dict[str, Any]:
@@ -122,7 +123,8 @@ def connection_loop(request: bytes, tcp: bool) -> Callable[[], object]:
     """One request through Connection.on_readable(), client side included."""
     client, server = socket_pair(tcp)
     server.setblocking(False)
-    connection = Connection(server, make_base(), make_service(hello))
+    worker, service = make_worker(hello)
+    connection = Connection(server, make_base(), service, worker)
 
     def one() -> None:
         client.send(request)

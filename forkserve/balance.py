@@ -22,7 +22,7 @@ memory the master shares with the whole pool (the ``Scoreboard``; one
   the kernel's queue (stops and starts watching the listening sockets), so
   the next connection is announced to another worker;
 - holding clearly more than its share, it stops watching for a moment
-  (``STEP_ASIDE`` in worker.py) and leaves the queue to the worker it
+  (``STEP_ASIDE``) and leaves the queue to the worker it
   nudged; it watches again as soon as it no longer holds more than the
   least loaded, or when the moment is over. Only once until the queue has
   drained, so a stuck sibling delays waiting connections at most once.
@@ -31,16 +31,35 @@ A worker always takes at least one connection when told, and the least
 loaded worker never steps aside, so balancing never strands a connection.
 Unix sockets have no queue length to read: there a worker takes a small
 batch, or one per turn while another holds fewer.
+
+A worker's ``Balancer`` owns the listening sockets' registration with its
+epoll: watching them, stepping back and aside, nudges, and the stop while
+it cannot accept. Out of file descriptors (or kernel memory), ``accept()``
+fails while the connections it could not take keep the listening sockets
+readable; the worker then stops watching them for ``ACCEPT_BACKOFF``
+seconds, or until one of its connections closes, rather than spinning on
+them, and says so once per episode.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import mmap
 import os
+import select
 import socket
-from typing import NamedTuple
+import time
+from typing import NamedTuple, Protocol
 
+from .sockets import Listener
+
+ACCEPT_BATCH = 4  # connections taken per wake-up when the queue's length is unknown
+STEP_ASIDE = 0.01  # seconds a worker holding more than its share leaves waiting connections to others
+ACCEPT_BACKOFF = 0.5  # seconds without accepting after accept() ran out of descriptors or memory
+ACCEPT_WARN_EVERY = 60.0  # at most one warning per this many seconds about such failures
+OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 STEP_ASIDE_MARGIN = 8  # a worker steps aside only when it holds this many more than the least loaded
 ACCEPT_MAX = 64  # at most this many taken per turn: each one's first request is served at once
 
@@ -170,3 +189,183 @@ class Seat:
         self.publish(connections)
         others = self.others()
         return bool(others) and connections > min(others)[0]
+
+
+class Holder(Protocol):
+    """The worker, as its balancer sees it."""
+
+    pid: int
+    closing: bool  # leaving: never watch the listening sockets again
+
+    def open_connections(self) -> int: ...
+
+
+class Balancer:
+    """One worker's listening sockets in its epoll: when to watch them, and how many to take.
+
+    Watching stops while the worker is full (``worker_connections``), while
+    it has stepped aside, and while it backs off after ``accept()`` ran out
+    of resources; it starts again once none of those holds (and never once
+    the worker is leaving).
+    """
+
+    def __init__(
+        self, poller: select.epoll, listeners: dict[int, Listener], seat: Seat, worker: Holder
+    ) -> None:
+        self.poller = poller
+        self.listeners = listeners  # by file descriptor
+        self.seat = seat
+        self.worker = worker
+        self.log = logging.getLogger("forkserve.error")
+        self.watching = False
+        self.full = False  # holds worker_connections: not watching the listeners until one closes
+        self.aside_until = 0.0  # while stepped aside: when to watch the listeners again
+        self.may_step_aside = True
+        self.starved_until = 0.0  # accept() ran out of descriptors: when to try again
+        self.starved_warned = -ACCEPT_WARN_EVERY  # when that was last logged
+        self.nudge_fd = -1
+
+    def start(self) -> None:
+        """Listen for nudges, watch the listening sockets, and tell the others this worker holds none."""
+        nudges = self.seat.listen_for_nudges()
+        if nudges is not None:
+            self.nudge_fd = nudges.fileno()
+            self.poller.register(self.nudge_fd, select.EPOLLIN)
+        self.watch()
+        self.seat.publish(0)
+
+    def stop(self) -> None:
+        """The worker leaves: no more nudges, no more watching, no seat on the scoreboard."""
+        if self.nudge_fd >= 0:
+            self.poller.unregister(self.nudge_fd)
+            self.nudge_fd = -1
+        self.seat.leave()
+        self.unwatch()
+        self.aside_until = 0.0  # a step aside ends here: closing a connection would otherwise watch again
+
+    def watch(self) -> None:
+        if self.watching:
+            return
+        self.watching = True
+        for fd in self.listeners:
+            # EPOLLEXCLUSIVE: one connection wakes one worker, not all of them.
+            self.poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+
+    def unwatch(self) -> None:
+        if not self.watching:
+            return
+        self.watching = False
+        for fd in self.listeners:
+            self.poller.unregister(fd)
+
+    def timeout(self, idle: float) -> float:
+        """How long the worker's poll may wait: less while stepped aside or backing off."""
+        timeout = STEP_ASIDE if self.aside_until else idle
+        if self.starved_until:
+            timeout = min(timeout, max(0.0, self.starved_until - time.monotonic()))
+        return timeout
+
+    def tick(self, now: float) -> None:
+        """After each poll: end a step aside or a back-off whose time is up."""
+        if self.aside_until and now >= self.aside_until:
+            self.rejoin()
+        if self.starved_until and now >= self.starved_until:
+            self.resume_accepting()
+
+    def rejoin(self) -> None:
+        """End a step aside: watch the listening sockets again (unless full or backing off)."""
+        self.aside_until = 0.0
+        if not self.full and not self.starved_until:
+            self.watch()
+
+    def back_off(self, exc: OSError) -> None:
+        """accept() ran out of descriptors or memory: stop accepting for a moment.
+
+        The connections it could not take keep the listening sockets readable,
+        so watching them would wake this loop at once, again and again. It
+        watches them again after ACCEPT_BACKOFF seconds or as soon as one of
+        its connections closes, and serves the ones it holds meanwhile.
+        """
+        now = time.monotonic()
+        if not self.starved_until and now - self.starved_warned >= ACCEPT_WARN_EVERY:
+            self.starved_warned = now
+            self.log.warning(
+                "accept() failed: %s; worker %d holds %d connections and stops accepting "
+                "for %gs or until one closes (raise the open files limit, or add workers)",
+                exc,
+                self.worker.pid,
+                self.worker.open_connections(),
+                ACCEPT_BACKOFF,
+            )
+        self.starved_until = now + ACCEPT_BACKOFF
+        self.unwatch()
+
+    def resume_accepting(self) -> None:
+        """End a back-off: watch the listening sockets again (unless full, stepped aside or leaving)."""
+        self.starved_until = 0.0
+        if not self.full and not self.aside_until and not self.worker.closing:
+            self.watch()
+
+    def step_back(self) -> None:
+        """Go to the back of the kernel's queue of workers to wake."""
+        if self.watching:
+            self.unwatch()
+            self.watch()
+
+    def accepted(self, stepped_back: bool) -> bool:
+        """A connection was accepted: step back if another worker holds fewer; has it stepped back?
+
+        Decided before serving it: its client may connect again meanwhile.
+        """
+        if not stepped_back and self.seat.someone_holds_fewer(self.worker.open_connections() + 1):
+            self.step_back()
+            return True
+        return stepped_back
+
+    def became_full(self) -> None:
+        """The worker holds worker_connections: leave new connections to the others until one closes."""
+        self.full = True
+        self.unwatch()
+
+    def how_many_to_take(self, listener: Listener) -> int:
+        """How many of the waiting connections to take now."""
+        mine = self.worker.open_connections()
+        waiting = listener.waiting()
+        if waiting is None:  # no queue length (Unix sockets): a batch, or one if another holds fewer
+            return 1 if self.seat.someone_holds_fewer(mine) else ACCEPT_BATCH
+        plan = fair_share(mine, waiting, self.seat.others())
+        if not plan.nudge:
+            self.may_step_aside = True  # the queue is drained
+            return plan.take
+        self.seat.nudge(plan.nudge)
+        if plan.over and self.may_step_aside:
+            # Leave them to the worker just nudged, for a moment. If they still
+            # wait after that, this worker takes them (no second step aside
+            # until the queue has drained): a stuck sibling delays them once.
+            self.unwatch()
+            self.aside_until = time.monotonic() + STEP_ASIDE
+            self.may_step_aside = False
+            return 0
+        return plan.take
+
+    def take_nudges(self) -> bool:
+        """Another worker saw more connections waiting than its share; should this one accept now?"""
+        assert self.seat.nudges is not None
+        with contextlib.suppress(BlockingIOError):
+            while self.seat.nudges.recv(16):
+                pass
+        return not self.starved_until  # out of descriptors: accept() would fail again
+
+    def closed(self, capacity: int) -> None:
+        """One of the worker's connections closed: a descriptor and a place are free again."""
+        if self.starved_until:
+            self.resume_accepting()
+        held = self.worker.open_connections()
+        if self.full and held < capacity:
+            self.full = False
+            if not self.aside_until and not self.worker.closing:
+                self.watch()
+        if self.aside_until and not self.seat.someone_holds_fewer(held):
+            self.rejoin()  # no longer holds more than the others
+        else:
+            self.seat.publish(held)

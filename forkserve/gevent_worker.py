@@ -40,9 +40,11 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .connection import Connection, Phase, RequestAborted, Service
+from .connection import Connection, Phase
+from .handler import RequestAborted
 from .hooks import run_hook
 from .process import EXIT_BOOT_FAILURE
+from .service import Host, Service
 from .sockets import Listener
 from .worker import BACKLOG_DRAIN, Worker
 
@@ -111,9 +113,14 @@ class GreenConnection(Connection):
     """A Connection whose requests run on a clock the watchdog can read."""
 
     def __init__(
-        self, sock: socket.socket, environ: dict[str, Any], service: Service, clocks: RequestClocks
+        self,
+        sock: socket.socket,
+        environ: dict[str, Any],
+        service: Service,
+        host: Host,
+        clocks: RequestClocks,
     ) -> None:
-        super().__init__(sock, environ, service)
+        super().__init__(sock, environ, service, host)
         self.clocks = clocks
 
     def run(self, request: Request) -> bool:
@@ -178,12 +185,8 @@ class GeventWorker(Worker):
         import gevent
         from gevent.pool import Pool
 
-        service = self.service = self.make_service(app)
-        clocks = self.clocks = RequestClocks(gevent.getcurrent)
-        # Connection calls this after each request and while waiting on its client:
-        # here it moves that request's clock on. The process heartbeat comes only
-        # from the beater greenlet, so only a running hub can keep it going.
-        service.heartbeat = clocks.touch
+        self.clocks = RequestClocks(gevent.getcurrent)
+        service = self.make_service(app)
         self.connections = {}  # Worker.sweep expires these; greenlets expire their own
         self.threads = None
         self.pool = Pool(self.settings.worker_connections)
@@ -216,6 +219,16 @@ class GeventWorker(Worker):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return gsocket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
 
+    def request_threads(self) -> int:
+        return 1  # a greenlet per connection: no request threads
+
+    def connection_heartbeat(self) -> Callable[[], None]:
+        # Connection calls this after each request and while waiting on its client:
+        # here it moves that request's clock on. The process heartbeat comes only
+        # from the beater greenlet, so only a running hub can keep it going.
+        assert self.clocks is not None
+        return self.clocks.touch
+
     def beat_forever(self) -> None:
         """Proof of life that only a running hub can give."""
         import gevent
@@ -234,7 +247,7 @@ class GeventWorker(Worker):
         next_sweep = time.monotonic() + 1.0
         # Signal handlers only set these flags: waking the hub from inside a
         # handler (which may interrupt the hub itself) is not safe.
-        while self.alive and not service.closing and not self.aborting:
+        while self.alive and not self.closing and not self.aborting:
             gevent.sleep(TICK)
             if time.monotonic() >= next_sweep:
                 next_sweep = self.sweep(service)
@@ -244,7 +257,7 @@ class GeventWorker(Worker):
         import gevent
 
         pool = self.pool
-        while not service.closing:
+        while not self.closing:
             pool.wait_available()  # worker_connections: hold no more than that
             try:
                 sock, addr = listener.accept()
@@ -271,7 +284,7 @@ class GeventWorker(Worker):
         # (PEP 3333): other greenlets may call the app at the same time.
         sock, environ = self.client(sock, addr, server, multithread=True)
         assert self.clocks is not None
-        return GreenConnection(sock, environ, service, self.clocks)
+        return GreenConnection(sock, environ, service, self, self.clocks)
 
     def drive(self, connection: Connection) -> None:
         """What the epoll loop does for one connection: read when readable, until its deadline."""
@@ -307,7 +320,7 @@ class GeventWorker(Worker):
             )
             greenlet.kill(RequestAborted, block=False)
             run_hook(self.settings, "worker_abort", self)
-            service.closing = True  # stop accepting, finish the others, get replaced
+            self.closing = True  # stop accepting, finish the others, get replaced
 
     # -- leaving ---------------------------------------------------------
 
@@ -322,13 +335,13 @@ class GeventWorker(Worker):
         """
         import gevent
 
-        service.closing = True
+        self.closing = True
         self.seat.leave()
         gevent.killall(self.acceptors)
         if self.aborting:
             grace = min(ABORT_LEAVE, self.settings.graceful_timeout)
         elif self.alive:
-            self.log.info("Worker %d leaving after %d requests", self.pid, service.requests)
+            self.log.info("Worker %d leaving after %d requests", self.pid, self.requests)
             self.heartbeat.mark_leaving()
             os.kill(self.master_pid, signal.SIGCHLD)  # wakes the master's loop
             grace = self.settings.graceful_timeout

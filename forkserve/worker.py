@@ -8,11 +8,12 @@ connections. It leaves when told to (SIGTERM), when it has served
 ``max_requests``, when its memory passes ``max_worker_memory``, or when
 its master is gone.
 
-Out of file descriptors (or kernel memory), ``accept()`` fails while the
-connections it could not take keep the listening sockets readable; the
-worker then stops watching them for ``ACCEPT_BACKOFF`` seconds, or until
-one of its connections closes, rather than spinning on them, and says so
-once per episode. With ``max_worker_memory`` the resident size is read
+The worker owns what changes while it serves: how many requests it has
+served and whether it is leaving (``closing``, set by signal handlers,
+request limits and request threads alike); its ``Balancer`` (balance.py)
+owns the listening sockets' registration with the epoll, and its
+``Service`` (service.py) the configuration its connections read, frozen
+once built by ``make_service``. With ``max_worker_memory`` the resident size is read
 after every request (one ``pread`` of /proc/self/statm) and the unique
 size (USS, /proc/self/smaps_rollup) only when the resident size comes near
 the limit; the once-a-second sweep also reads the USS, for pages that
@@ -23,7 +24,6 @@ turn private without growing the resident size (copy-on-write after
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import random
@@ -38,9 +38,10 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .apploader import AppLoadError, load_app
-from .balance import Seat, fair_share
-from .connection import Connection, Phase, RequestAborted, Service
+from .balance import OUT_OF_RESOURCES, Balancer, Seat
+from .connection import Connection, Phase
 from .environ import base_environ
+from .handler import RequestAborted
 from .heartbeat import Heartbeat
 from .hooks import run_hook
 from .http.parser import Limits, Request
@@ -59,6 +60,7 @@ from .process import (
 )
 from .proxy import ProxyTrust
 from .reloader import FileWatcher
+from .service import Service
 from .settings import Settings
 from .sockets import Listener
 from .statsd import StatsD
@@ -68,13 +70,8 @@ from .wsgi import FileWrapper
 if TYPE_CHECKING:
     from .master import Master
 
-ACCEPT_BATCH = 4  # connections taken per wake-up when the queue's length is unknown
-STEP_ASIDE = 0.01  # seconds a worker holding more than its share leaves waiting connections to others
 MAX_FIELDS = 32768  # limit_request_fields = 0: Gunicorn's own ceiling
 BACKLOG_DRAIN = 4096  # at most this many queued connections taken when stopping
-ACCEPT_BACKOFF = 0.5  # seconds without accepting after accept() ran out of descriptors or memory
-ACCEPT_WARN_EVERY = 60.0  # at most one warning per this many seconds about such failures
-OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
@@ -132,6 +129,8 @@ class Worker:
         self.master_pid = os.getpid()
         self.log = logging.getLogger("forkserve.error")
         self.alive = True
+        self.closing = False  # leaving: stop accepting, and responses say Connection: close
+        self.requests = 0  # served so far
         self.service: Service | None = None  # set once serving
         self.statsd: StatsD | None = None  # set once serving, with --statsd-host
         self.pid = 0  # set in the master after the fork
@@ -201,10 +200,9 @@ class Worker:
     def handle_term(self, signum: int, frame: FrameType | None) -> None:
         """Graceful stop: serve what is queued and in flight, then leave."""
         self.alive = False
-        if self.service is not None:
-            # A response whose head is not yet written says Connection: close,
-            # so its client does not keep the leaving worker busy.
-            self.service.closing = True
+        # A response whose head is not yet written says Connection: close,
+        # so its client does not keep the leaving worker busy.
+        self.closing = True
 
     def handle_quit(self, signum: int, frame: FrameType | None) -> None:
         """Quick stop: leave now, even in the middle of a request."""
@@ -229,6 +227,7 @@ class Worker:
     # -- serving ---------------------------------------------------------
 
     def make_service(self, app: Callable[..., Iterable[bytes]]) -> Service:
+        """The worker's Service (kept as ``self.service``): built here only, the profiler and tests too."""
         s = self.settings
         if s.statsd_host:
             self.statsd = StatsD(s.statsd_host, s.statsd_prefix, s.dogstatsd_tags)
@@ -245,15 +244,14 @@ class Worker:
         )
         access_log = logging.getLogger("forkserve.access") if access_wanted(s) else None
         max_requests = s.max_requests + random.randint(0, s.max_requests_jitter) if s.max_requests else 0
-        return Service(
+        self.service = Service(
             app=app,
             limits=limits,
             keepalive=s.keepalive,
             header_timeout=s.header_timeout,
             io_timeout=s.io_timeout,
             server_headers=ServerHeaders(),
-            # Without a memory limit the heartbeat alone: nothing more per request.
-            heartbeat=self.after_request if s.max_worker_memory else self.heartbeat.beat,
+            heartbeat=self.connection_heartbeat(),
             log=self.log,
             access_log=access_log,
             access_format=s.access_log_format,
@@ -267,6 +265,7 @@ class Worker:
             body_min_rate=s.body_min_rate,
             statsd=self.statsd,
             busy=self.heartbeat.set_busy if s.workers_max else None,
+            dispatch=self.dispatch if self.request_threads() > 1 else None,
             pre_request=self.pre_request_hook(),
             post_request=(
                 (lambda req, environ, resp: run_hook(s, "post_request", self, req, environ, resp))
@@ -274,6 +273,23 @@ class Worker:
                 else None
             ),
         )
+        return self.service
+
+    def request_threads(self) -> int:
+        """How many request threads run the app (--threads; 1: the loop runs it)."""
+        return self.settings.threads
+
+    def connection_heartbeat(self) -> Callable[[], None]:
+        """What connections call after each request and while they wait on a client."""
+        # Without a memory limit the heartbeat alone: nothing more per request.
+        return self.after_request if self.settings.max_worker_memory else self.heartbeat.beat
+
+    def request_started(self) -> None:
+        """Count a request; the last one before max_requests says so in its response."""
+        self.requests += 1
+        service = self.service
+        if service is not None and service.max_requests and self.requests >= service.max_requests:
+            self.closing = True
 
     def after_request(self) -> None:
         """Service.heartbeat with --max-worker-memory: beat, then check memory cheaply.
@@ -285,18 +301,17 @@ class Worker:
         waits for the RSS to grow by half of what is left.
         """
         self.heartbeat.beat()
-        service = self.service
-        if self.statm < 0 or service is None or service.closing:
+        if self.statm < 0 or self.closing:
             return
         try:
             resident = resident_mib(self.statm)
         except (OSError, ValueError, IndexError):
             return
         if resident >= self.memory_check_at:
-            left = self.check_memory(service)
+            left = self.check_memory()
             self.memory_check_at = resident + max(left / 2, 0.5)
 
-    def check_memory(self, service: Service) -> float:
+    def check_memory(self) -> float:
         """Recycle this worker if its unique memory passed --max-worker-memory; returns the MiB left."""
         limit = self.settings.max_worker_memory
         used = unique_memory_mib()
@@ -308,7 +323,7 @@ class Worker:
             self.log.info(
                 "Worker %d uses %.0f MiB (limit %d MiB); recycling%s", self.pid, used, limit, resident
             )
-            service.closing = True
+            self.closing = True
         return limit - used
 
     def pre_request_hook(self) -> Callable[[Request], None] | None:
@@ -328,7 +343,7 @@ class Worker:
 
     def serve(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.open_statm()
-        service = self.service = self.make_service(app)
+        service = self.make_service(app)
         self.poller = select.epoll()
         self.connections: dict[int, Connection] = {}
         self.by_fd = {listener.sock.fileno(): listener for listener in self.listeners}
@@ -340,94 +355,22 @@ class Worker:
                 listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.poller.register(self.wakeup_r, select.EPOLLIN)
         self.threads: RequestThreads | None = None
-        if self.settings.threads > 1:
-            self.threads = RequestThreads(self.settings.threads)
+        if self.request_threads() > 1:
+            self.threads = RequestThreads(self.request_threads())
             self.poller.register(self.threads.done_r, select.EPOLLIN)
-            service.dispatch = self.dispatch
-        self.watching = False
-        self.full = False  # holds worker_connections: not watching the listeners until one closes
-        self.aside_until = 0.0  # while stepped aside: when to watch the listeners again
-        self.may_step_aside = True
-        self.starved_until = 0.0  # accept() ran out of descriptors: when to try again
-        self.starved_warned = -ACCEPT_WARN_EVERY  # when that was last logged
-        nudges = self.seat.listen_for_nudges()
-        self.nudge_fd = nudges.fileno() if nudges is not None else -1
-        if nudges is not None:
-            self.poller.register(self.nudge_fd, select.EPOLLIN)
-        self.watch_listeners()
-        self.seat.publish(0)
+        balancer = self.balancer = Balancer(self.poller, self.by_fd, self.seat, self)
+        balancer.start()
         poll_timeout = min(1.0, self.settings.timeout / 4) if self.settings.timeout else 1.0
         next_sweep = time.monotonic() + 1.0
         beat = self.heartbeat.beat
-        while self.alive and not service.closing:
+        while self.alive and not self.closing:
             beat()
-            timeout = STEP_ASIDE if self.aside_until else poll_timeout
-            if self.starved_until:
-                timeout = min(timeout, max(0.0, self.starved_until - time.monotonic()))
-            self.poll_once(service, timeout)
+            self.poll_once(service, balancer.timeout(poll_timeout))
             now = time.monotonic()
-            if self.aside_until and now >= self.aside_until:
-                self.rejoin()
-            if self.starved_until and now >= self.starved_until:
-                self.resume_accepting()
+            balancer.tick(now)
             if now >= next_sweep:
                 next_sweep = self.sweep(service)
         self.leave(service)
-
-    def watch_listeners(self) -> None:
-        if self.watching:
-            return
-        self.watching = True
-        for fd in self.by_fd:
-            # EPOLLEXCLUSIVE: one connection wakes one worker, not all of them.
-            self.poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-
-    def unwatch_listeners(self) -> None:
-        if not self.watching:
-            return
-        self.watching = False
-        for fd in self.by_fd:
-            self.poller.unregister(fd)
-
-    def rejoin(self) -> None:
-        """End a step aside: watch the listening sockets again (unless full or backing off)."""
-        self.aside_until = 0.0
-        if not self.full and not self.starved_until:
-            self.watch_listeners()
-
-    def back_off(self, exc: OSError) -> None:
-        """accept() ran out of descriptors or memory: stop accepting for a moment.
-
-        The connections it could not take keep the listening sockets readable,
-        so watching them would wake this loop at once, again and again. It
-        watches them again after ACCEPT_BACKOFF seconds or as soon as one of
-        its connections closes, and serves the ones it holds meanwhile.
-        """
-        now = time.monotonic()
-        if not self.starved_until and now - self.starved_warned >= ACCEPT_WARN_EVERY:
-            self.starved_warned = now
-            self.log.warning(
-                "accept() failed: %s; worker %d holds %d connections and stops accepting "
-                "for %gs or until one closes (raise the open files limit, or add workers)",
-                exc,
-                self.pid,
-                self.open_connections(),
-                ACCEPT_BACKOFF,
-            )
-        self.starved_until = now + ACCEPT_BACKOFF
-        self.unwatch_listeners()
-
-    def resume_accepting(self) -> None:
-        """End a back-off: watch the listening sockets again (unless full, stepped aside or leaving)."""
-        self.starved_until = 0.0
-        if not self.full and not self.aside_until and self.service is not None and not self.service.closing:
-            self.watch_listeners()
-
-    def step_back(self) -> None:
-        """Go to the back of the kernel's queue of workers to wake (see balance.py)."""
-        if self.watching:
-            self.unwatch_listeners()
-            self.watch_listeners()
 
     def open_connections(self) -> int:
         return len(self.connections) + (len(self.threads.running) if self.threads else 0)
@@ -443,8 +386,10 @@ class Worker:
                 self.on_listener(fd, service)
             elif fd == self.wakeup_r:
                 os.read(self.wakeup_r, 512)
-            elif fd == self.nudge_fd:
-                self.on_nudge(service)
+            elif fd == self.balancer.nudge_fd:
+                if self.balancer.take_nudges():
+                    for listening in self.by_fd:
+                        self.on_listener(listening, service)
             elif self.threads is not None and fd == self.threads.done_r:
                 for done in self.threads.collect():
                     self.resume(done)
@@ -453,43 +398,9 @@ class Worker:
         """Connections are waiting: take this worker's fair share of them, up to worker_connections."""
         room = self.settings.worker_connections - self.open_connections()
         if room <= 0:
-            # Full: leave new connections to the other workers until one of ours closes.
-            self.full = True
-            self.unwatch_listeners()
+            self.balancer.became_full()
             return
-        self.accept(fd, service, min(room, self.how_many_to_take(self.by_fd[fd])))
-
-    def how_many_to_take(self, listener: Listener) -> int:
-        """How many of the waiting connections to take now (see balance.py)."""
-        mine = self.open_connections()
-        waiting = listener.waiting()
-        if waiting is None:  # no queue length (Unix sockets): a batch, or one if another holds fewer
-            return 1 if self.seat.someone_holds_fewer(mine) else ACCEPT_BATCH
-        plan = fair_share(mine, waiting, self.seat.others())
-        if not plan.nudge:
-            self.may_step_aside = True  # the queue is drained
-            return plan.take
-        self.seat.nudge(plan.nudge)
-        if plan.over and self.may_step_aside:
-            # Leave them to the worker just nudged, for a moment. If they still
-            # wait after that, this worker takes them (no second step aside
-            # until the queue has drained): a stuck sibling delays them once.
-            self.unwatch_listeners()
-            self.aside_until = time.monotonic() + STEP_ASIDE
-            self.may_step_aside = False
-            return 0
-        return plan.take
-
-    def on_nudge(self, service: Service) -> None:
-        """Another worker saw more connections waiting than its share: take ours."""
-        assert self.seat.nudges is not None
-        with contextlib.suppress(BlockingIOError):
-            while self.seat.nudges.recv(16):
-                pass
-        if self.starved_until:
-            return  # out of descriptors: accept() would fail again
-        for fd in self.by_fd:
-            self.on_listener(fd, service)
+        self.accept(fd, service, min(room, self.balancer.how_many_to_take(self.by_fd[fd])))
 
     def dispatch(self, connection: Connection, request: Request) -> None:
         """--threads: hand a connection with a request ready to a request thread."""
@@ -519,7 +430,7 @@ class Worker:
         for connection in self.threads.overdue(self.settings.timeout):
             connection.abort()
             run_hook(self.settings, "worker_abort", self)
-            service.closing = True  # stop accepting, finish the others, get replaced
+            self.closing = True  # stop accepting, finish the others, get replaced
 
     def accept(self, fd: int, service: Service, batch: int) -> None:
         listener = self.by_fd[fd]
@@ -532,16 +443,13 @@ class Worker:
                 return
             except OSError as exc:
                 if exc.errno in OUT_OF_RESOURCES:
-                    self.back_off(exc)
+                    self.balancer.back_off(exc)
                 else:  # the client gave up before it was accepted, or similar: try again on the next wake-up
                     self.log.warning("accept() failed: %s", exc)
                 return
             sock, environ = self.client(sock, addr, server, multithread=self.threads is not None)
-            connection = Connection(sock, environ, service)
-            # Decided before serving it: its client may connect again meanwhile.
-            if not stepped_back and self.seat.someone_holds_fewer(self.open_connections() + 1):
-                self.step_back()
-                stepped_back = True
+            connection = Connection(sock, environ, service, self)
+            stepped_back = self.balancer.accepted(stepped_back)
             # The request often arrives with the handshake: try it before epoll.
             alive = connection.on_readable()
             if self.handed_off(connection):
@@ -576,16 +484,7 @@ class Worker:
         if self.connections.pop(fd, None) is not None:
             self.poller.unregister(fd)
         connection.close()
-        if self.starved_until:
-            self.resume_accepting()  # a descriptor is free again
-        if self.full and self.open_connections() < self.settings.worker_connections:
-            self.full = False
-            if not self.aside_until and self.service is not None and not self.service.closing:
-                self.watch_listeners()
-        if self.aside_until and not self.seat.someone_holds_fewer(self.open_connections()):
-            self.rejoin()  # no longer holds more than the others
-        else:
-            self.seat.publish(self.open_connections())
+        self.balancer.closed(self.settings.worker_connections)
 
     def sweep(self, service: Service) -> float:
         """Once a second: expire connections, watch memory, notice a lost master."""
@@ -596,8 +495,8 @@ class Worker:
         if os.getppid() != self.master_pid:
             self.log.warning("Master %d is gone; worker %d leaving", self.master_pid, self.pid)
             self.alive = False
-        if self.settings.max_worker_memory and not service.closing:
-            self.check_memory(service)  # pages turned private show in the USS alone
+        if self.settings.max_worker_memory and not self.closing:
+            self.check_memory()  # pages turned private show in the USS alone
         return now + 1.0
 
     # -- leaving ---------------------------------------------------------
@@ -620,15 +519,10 @@ class Worker:
         sends that request again (RFC 9112 §9.3.1, §9.3.2). All within
         --graceful-timeout.
         """
-        service.closing = True
-        if self.nudge_fd >= 0:
-            self.poller.unregister(self.nudge_fd)
-            self.nudge_fd = -1
-        self.seat.leave()
-        self.unwatch_listeners()
-        self.aside_until = 0.0  # a step aside ends here: drop() would otherwise watch the listeners again
+        self.closing = True
+        self.balancer.stop()
         if self.alive:
-            self.log.info("Worker %d leaving after %d requests", self.pid, service.requests)
+            self.log.info("Worker %d leaving after %d requests", self.pid, self.requests)
             self.heartbeat.mark_leaving()
             os.kill(self.master_pid, signal.SIGCHLD)  # wakes the master's loop
         else:

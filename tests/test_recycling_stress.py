@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkserve.balance import Scoreboard
+from forkserve.balance import Balancer, Scoreboard
 from forkserve.connection import Connection
 from forkserve.settings import Settings
 from forkserve.sockets import Address, Listener
@@ -263,25 +263,23 @@ def test_a_leaving_worker_that_had_stepped_aside_does_not_watch_the_listeners_ag
     listener = Listener(server, Address(family=socket.AF_INET, host="127.0.0.1", port=0))
     heartbeat: Any = QuietHeartbeat()
     worker = Worker(1, Settings(), [listener], heartbeat, seat, hello)
-    service = worker.service = worker.make_service(hello)
+    service = worker.make_service(hello)
     worker.poller = select.epoll()
     worker.connections = {}
     worker.by_fd = {server.fileno(): listener}
     worker.threads = None
-    worker.watching = worker.full = False
-    worker.starved_until = 0.0
-    worker.nudge_fd = -1
-    worker.aside_until = time.monotonic() + 60  # it stepped aside, holding one connection
+    worker.balancer = Balancer(worker.poller, worker.by_fd, seat, worker)
+    worker.balancer.aside_until = time.monotonic() + 60  # it stepped aside, holding one connection
     ours, theirs = socket.socketpair()
     sock, environ = worker.client(ours, None, ("127.0.0.1", "80"), multithread=False)
-    connection = Connection(sock, environ, service)
+    connection = Connection(sock, environ, service, worker)
     worker.connections[sock.fileno()] = connection
     worker.poller.register(sock.fileno(), select.EPOLLIN)
     with server, theirs:
         theirs.sendall(CLOSE_REQUEST)
         worker.leave(service)  # serves it and closes it
-        assert not worker.watching
-        assert worker.aside_until == 0.0
+        assert not worker.balancer.watching
+        assert worker.balancer.aside_until == 0.0
         theirs.settimeout(5)
         reply = Reader(theirs)
         assert reply.response() is True
@@ -310,7 +308,7 @@ def test_a_request_crossing_a_leaving_workers_close_costs_no_part_of_the_respons
     heartbeat: Any = QuietHeartbeat()
     worker = Worker(1, Settings(), [], heartbeat, Scoreboard().claim(), big)
     service = worker.make_service(big)
-    service.closing = True  # the worker is leaving: this response says close
+    worker.closing = True  # the worker is leaving: this response says close
     server = socket.create_server(("127.0.0.1", 0))
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # keep the response's end queued
@@ -319,7 +317,7 @@ def test_a_request_crossing_a_leaving_workers_close_costs_no_part_of_the_respons
     accepted, addr = server.accept()
     accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
     sock, environ = worker.client(accepted, addr, ("127.0.0.1", "80"), multithread=False)
-    connection = Connection(sock, environ, service)
+    connection = Connection(sock, environ, service, worker)
 
     def serve_connection() -> None:
         poller = select.poll()

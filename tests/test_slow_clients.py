@@ -8,7 +8,6 @@ event loop is also driven in-process over a socket pair.
 from __future__ import annotations
 
 import contextlib
-import logging
 import select
 import socket
 import threading
@@ -19,9 +18,11 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ResponseReader, Server
+from inprocess import make_worker
 
-from forkserve.connection import ClientGone, Connection, Service
-from forkserve.http.parser import Limits, RequestParser
+from forkserve.connection import Connection
+from forkserve.http.parser import RequestParser
+from forkserve.transport import ClientGone
 from forkserve.wsgi import Exchange
 
 
@@ -200,19 +201,12 @@ def test_request_past_timeout_in_a_thread_gets_one_504_while_other_requests_comp
 
 
 def make_connection(sock: socket.socket, io_timeout: float = 5.0) -> Connection:
-    service = Service(
-        app=lambda environ, start_response: [],
-        limits=Limits(),
-        keepalive=5.0,
-        header_timeout=1.0,
-        io_timeout=io_timeout,
-        server_headers=lambda: b"",
-        heartbeat=lambda: None,
-        log=logging.getLogger("test_slow_clients"),
-        access_log=None,
-        dispatch=lambda connection, request: None,
+    """A connection of a worker with request threads (so a response has one writer to decide)."""
+    worker = make_worker(
+        lambda environ, start_response: [], threads=2, header_timeout=1.0, io_timeout=io_timeout
     )
-    return Connection(sock, {"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "1"}, service)
+    assert worker.service is not None
+    return Connection(sock, {"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "1"}, worker.service, worker)
 
 
 def full_socket_pair() -> tuple[socket.socket, socket.socket]:
@@ -234,14 +228,14 @@ def test_abort_writes_the_504_without_blocking_the_loop():
     request = parser.next_request()
     assert request is not None
     connection.request = request
-    connection.exchange = Exchange(request, connection, b"", True)  # no response head yet
+    connection.exchange = Exchange(request, connection.transport, b"", True)  # no response head yet
     began = time.monotonic()
     connection.abort()  # the thread has not written: the loop's one send attempt, then shutdown
     assert time.monotonic() - began < 0.5  # today's code waited up to --io-timeout (5 s)
     assert connection.aborted
     with pytest.raises(ClientGone):
-        connection.in_thread = True
-        connection.send(b"late")  # the thread may never write after that
+        connection.transport.in_thread = True
+        connection.transport.send(b"late")  # the thread may never write after that
     ours.close()
     client.close()
 
@@ -250,11 +244,11 @@ def test_abort_leaves_a_response_the_thread_began_to_the_thread():
     ours, client = socket.socketpair()
     ours.setblocking(False)
     connection = make_connection(ours)
-    connection.in_thread = True
-    connection.send(b"HTTP/1.1 200 OK\r\n")  # the thread owns the socket now
+    connection.transport.in_thread = True
+    connection.transport.send(b"HTTP/1.1 200 OK\r\n")  # the thread owns the socket now
     connection.abort()  # from the loop: no 504 in the middle of it
     with pytest.raises(ClientGone):
-        connection.send(b"rest")  # and the thread's next write ends it
+        connection.transport.send(b"rest")  # and the thread's next write ends it
     ours.close()
     client.settimeout(5)
     assert read_until_closed(client) == b"HTTP/1.1 200 OK\r\n"

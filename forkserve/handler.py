@@ -1,0 +1,159 @@
+"""One request served: its environ, the hooks, the app call, its error status, the access log.
+
+``serve()`` runs once a connection has a request ready. It builds the
+environ (believing a trusted proxy's headers), runs the hooks around the
+WSGI call (``wsgi.Exchange``), turns what the app raised into a status for
+the client and a line for the error log, and records the request
+(``record()``: the access log and StatsD). It never touches the
+connection's phases: it says what the connection should do next (``After``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from . import logs
+from .environ import UNDERSCORED, build_environ
+from .http.errors import BadRequest
+from .http.parser import Request
+from .http.response import simple_response
+from .proxy import apply_forwarded, apply_forwarder_headers
+from .service import Service
+from .streams import EMPTY_INPUT, InputStream
+from .transport import BodyTooSlow, ClientGone, Transport
+from .wsgi import Exchange
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+
+class RequestAborted(BaseException):
+    """Raised in the worker when the master aborts a request past --timeout.
+
+    A BaseException so that an app's ``except Exception`` cannot swallow it.
+    """
+
+
+class After(Enum):
+    """What the connection does once a request is served."""
+
+    NEXT = "next"  # the response may keep the connection: on to the next request
+    CLOSE = "close"  # the response ends the connection
+    LINGER = "linger"  # answered while the client still sends: shut our side, discard its input
+    GONE = "gone"  # the client is gone: close now
+    REFUSE = (
+        "refuse"  # the body broke its framing (``Transport.body_error``): answer if still possible, close
+    )
+
+    # Members are singletons: hash by identity, as Phase does.
+    __hash__ = object.__hash__
+
+
+def serve(connection: Connection, request: Request) -> After:
+    """Run the app for one request and send its response."""
+    service = connection.service
+    host = connection.host
+    host.request_started()
+    measured = service.access_log is not None or service.statsd is not None
+    started = time.perf_counter() if measured else 0.0
+    keep_alive = request.keep_alive and service.keepalive > 0 and not host.closing
+    transport = connection.transport
+    transport.start(request.expect_continue)
+    exchange = connection.exchange = Exchange(request, transport, service.server_headers(), keep_alive)
+    has_body = request.chunked or request.content_length
+    body = InputStream(transport.receive_body) if has_body else EMPTY_INPUT
+    environ = build_environ(connection.base_environ, request, body)
+    underscored = environ.pop(UNDERSCORED, None)
+    if underscored is not None:
+        judge_underscored(service, connection.trusted, environ, underscored)
+    if connection.trusted:
+        apply_forwarded(environ, service.proxy)  # type: ignore[arg-type]
+    if service.pre_request is not None:
+        service.pre_request(request)
+    if service.busy is not None:
+        service.busy(True)
+    try:
+        exchange.run(service.app, environ)
+    except BodyTooSlow as exc:
+        service.log.info("%s: %s %s: %s", connection.peer, request.method, request.target, exc)
+        if exchange.head is None:
+            send_error(
+                transport, service, 408, "Request Timeout", b"Request Timeout: the body arrived too slowly\n"
+            )
+        return After.LINGER  # the client is still sending: a close now would reset the answer
+    except ClientGone as exc:
+        service.log.debug(
+            "%s: client gone during %s %s: %s", connection.peer, request.method, request.target, exc
+        )
+        return After.GONE
+    except RequestAborted:
+        log_aborted(service, connection.peer, request)
+        if exchange.head is None:
+            send_error(transport, service, 504, "Gateway Timeout", b"request timed out\n")
+        raise
+    except Exception:
+        if transport.body_error is not None:
+            return After.REFUSE
+        service.log.exception("Error handling %s %s from %s", request.method, request.target, connection.peer)
+        if exchange.head is None:
+            send_error(transport, service, 500, "Internal Server Error", b"Internal Server Error\n")
+        return After.CLOSE
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # The app tried to end the process: it costs this worker, never the server.
+        # Answer, then leave gracefully; the master starts a replacement.
+        service.log.error(
+            "%r from the app in %s %s from %s; this worker will be replaced",
+            exc,
+            request.method,
+            request.target,
+            connection.peer,
+        )
+        if exchange.head is None:
+            send_error(transport, service, 500, "Internal Server Error", b"Internal Server Error\n")
+        host.closing = True
+        return After.CLOSE
+    finally:
+        if service.busy is not None:
+            service.busy(False)
+    if measured:
+        record(service, environ, exchange, time.perf_counter() - started)
+    if service.post_request is not None:
+        service.post_request(request, environ, exchange)
+    if transport.body_error is not None:  # the app swallowed it: the framing is lost all the same
+        return After.REFUSE
+    return After.NEXT if exchange.keep_alive else After.CLOSE
+
+
+def judge_underscored(
+    service: Service, trusted: bool, environ: dict[str, Any], headers: list[tuple[str, str]]
+) -> None:
+    """Header names with "_": refused (header_map), or a trusted proxy's forwarder headers."""
+    if service.refuse_underscored:
+        raise BadRequest(f"header name {headers[0][0]!r} contains '_'")
+    if trusted:
+        apply_forwarder_headers(environ, headers, service.proxy)  # type: ignore[arg-type]
+
+
+def log_aborted(service: Service, peer: str, request: Request) -> None:
+    service.log.error("%s: %s %s aborted past the timeout", peer, request.method, request.target)
+
+
+def record(service: Service, environ: dict[str, Any], exchange: Exchange, duration: float) -> None:
+    """The access log line and the StatsD request metrics, whichever are on."""
+    status = exchange.head.status if exchange.head else 0
+    if service.access_log is not None:
+        line = logs.access_line(
+            service.access_format, environ, status, exchange.sent, duration, exchange.headers
+        )
+        service.access_log.info(line)
+    if service.statsd is not None:
+        service.statsd.request(status, duration)
+
+
+def send_error(transport: Transport, service: Service, status: int, phrase: str, body: bytes) -> None:
+    """Answer with an error status, if the client still listens."""
+    with contextlib.suppress(ClientGone, OSError):
+        transport.send(simple_response(status, phrase, body, service.server_headers()))
