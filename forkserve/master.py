@@ -33,6 +33,7 @@ from .endpoints import Endpoints
 from .heartbeat import Heartbeats
 from .hooks import run_hook
 from .lifecycle import Event, Record, State
+from .metrics import MetricsServer
 from .process import (
     BOOT_FAILURES,
     EXIT_BOOT_FAILURE,
@@ -126,6 +127,7 @@ class Master:
             self.statsd = StatsD(settings.statsd_host, settings.statsd_prefix, settings.dogstatsd_tags)
             self.statsd.count_log_lines(self.log)
         self.metrics_sent = 0.0
+        self.metrics: MetricsServer | None = None  # --metrics-bind (metrics.py)
         self.pressure_since = 0.0  # --workers-max: when the current stretch of pressure began
         self.quiet_since = 0.0  # ... and of quiet
 
@@ -140,6 +142,10 @@ class Master:
         self.write_pidfile()
         for listener in self.listeners:
             self.log.info("Listening at: %s (pid %d)", listener.url, self.pid)
+        if self.settings.metrics_bind:
+            self.metrics = MetricsServer(self)
+            if not self.metrics.start(self.origin.upgraded):
+                self.exit_code, self.graceful = 1, False  # as for a --bind that cannot listen
         if self.settings.preload_app:
             become_subreaper()  # the templates' workers are handed to us
         # Raised once here, before any fork: every worker inherits it.
@@ -161,6 +167,8 @@ class Master:
 
     def send_metrics(self) -> None:
         """Once a second with --statsd-host: the pool's size and, if asked, the listen queue's."""
+        if self.metrics is not None:
+            self.metrics.tick()
         now = time.monotonic()
         if self.statsd is None or now - self.metrics_sent < 1.0:
             return
@@ -249,6 +257,8 @@ class Master:
             self.log.error("Reload failed, keeping the running workers: %s", error)
             systemd.notify("READY=1")
             return
+        if self.metrics is not None:
+            self.metrics.pool.reloads += 1
         if settings.binds != self.settings.binds:
             self.log.warning("bind changed in the config; sockets stay as they are until a restart")
         if self.reloading is None:
@@ -409,6 +419,8 @@ class Master:
             if record is None:
                 continue
             self.observe_one(record)  # it may have booted since the loop last looked
+            if self.metrics is not None:  # its counts and why it left, before the slot is reused
+                self.metrics.pool.worker_gone(record, self.exit_code is not None, self.generation)
             self.heartbeats.release(record.worker.heartbeat)
             self.scoreboard.release(record.worker.seat)
             self.explain_exit(record, status)

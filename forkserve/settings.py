@@ -152,6 +152,18 @@ def statsd_address(value: str) -> str | None:
     return None
 
 
+def metrics_address(value: str) -> str | None:
+    from .sockets import BindError, parse_bind
+
+    if not value:
+        return None
+    try:
+        address = parse_bind(value)
+    except BindError as error:
+        return str(error)
+    return "takes HOST:PORT or unix:PATH, not fd://" if address.fd >= 0 or address.name else None
+
+
 def umask_range(value: int) -> str | None:
     return None if 0 <= value <= 0o777 else "must be between 0 and 0o777"
 
@@ -779,6 +791,14 @@ class Settings:
     )
     enable_backlog_metric: bool = setting(
         False, "--enable-backlog-metric", help="Also send the listen queue's length as gunicorn.backlog."
+    )
+    metrics_bind: str = setting(
+        "",
+        "--metrics-bind",
+        help="Serve Prometheus metrics from the master at http://ADDRESS/metrics: HOST:PORT or "
+        "unix:PATH, as --bind. Off when empty.",
+        metavar="ADDRESS",
+        check=metrics_address,
     )
     logger_class: str = setting(
         "gunicorn.glogging.Logger",

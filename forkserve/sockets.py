@@ -71,15 +71,20 @@ class Listener:
 
     def waiting(self) -> int | None:
         """How many connections wait in the accept queue (TCP only; else None)."""
+        queue = self.queue()
+        return None if queue is None else queue[0]
+
+    def queue(self) -> tuple[int, int] | None:
+        """The accept queue's length and its limit (TCP only; else None)."""
         if self.sock.family == socket.AF_UNIX:
             return None
         # struct tcp_info: on a listening socket, tcpi_unacked (offset 24) is the
-        # accept queue's length (Linux).
+        # accept queue's length and tcpi_sacked (offset 28) its limit (Linux).
         try:
             info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
         except OSError:  # a kernel or sandbox without it: balancing falls back to batches
             return None
-        return int.from_bytes(info[24:28], sys.byteorder)
+        return int.from_bytes(info[24:28], sys.byteorder), int.from_bytes(info[28:32], sys.byteorder)
 
     def close(self, remove_file: bool = True) -> None:
         self.sock.close()
