@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from .connection import Connection, Phase
 from .handler import RequestAborted
 from .hooks import run_hook
+from .metrics import LEFT_TIMEOUT, leaving_because
 from .process import EXIT_BOOT_FAILURE
 from .service import Host, Service
 from .sockets import Listener
@@ -276,6 +277,8 @@ class GeventWorker(Worker):
             pass  # its 504 is sent; the watchdog or the abort handler replaces the worker
         finally:
             connection.close()
+            if self.metrics is not None:
+                self.metrics.connection_closed()
 
     def open_connection(
         self, sock: socket.socket, addr: Any, server: tuple[str, str], service: Service
@@ -321,6 +324,7 @@ class GeventWorker(Worker):
             greenlet.kill(RequestAborted, block=False)
             run_hook(self.settings, "worker_abort", self)
             self.closing = True  # stop accepting, finish the others, get replaced
+            leaving_because(self.heartbeat, LEFT_TIMEOUT)
 
     # -- leaving ---------------------------------------------------------
 

@@ -52,12 +52,19 @@ class After(Enum):
     __hash__ = object.__hash__
 
 
+# Looking a member up on an Enum class runs Python code (Python 3.11): the
+# two outcomes every request ends with are read as plain module globals.
+NEXT = After.NEXT
+CLOSE = After.CLOSE
+
+
 def serve(connection: Connection, request: Request) -> After:
     """Run the app for one request and send its response."""
     service = connection.service
     host = connection.host
     host.request_started()
-    measured = service.access_log is not None or service.statsd is not None
+    metrics = service.metrics
+    measured = service.access_log is not None or service.statsd is not None or metrics is not None
     started = time.perf_counter() if measured else 0.0
     keep_alive = request.keep_alive and service.keepalive > 0 and not host.closing
     transport = connection.transport
@@ -75,12 +82,15 @@ def serve(connection: Connection, request: Request) -> After:
         service.pre_request(request)
     if service.busy is not None:
         service.busy(True)
+    if metrics is not None:
+        metrics.request_started()
+    answered = 0  # the status of an error answer sent here, when the app sent no head
     try:
         exchange.run(service.app, environ)
     except BodyTooSlow as exc:
         service.log.info("%s: %s %s: %s", connection.peer, request.method, request.target, exc)
         if exchange.head is None:
-            send_error(
+            answered = send_error(
                 transport, service, 408, "Request Timeout", b"Request Timeout: the body arrived too slowly\n"
             )
         return After.LINGER  # the client is still sending: a close now would reset the answer
@@ -92,14 +102,14 @@ def serve(connection: Connection, request: Request) -> After:
     except RequestAborted:
         log_aborted(service, connection.peer, request)
         if exchange.head is None:
-            send_error(transport, service, 504, "Gateway Timeout", b"request timed out\n")
+            answered = send_error(transport, service, 504, "Gateway Timeout", b"request timed out\n")
         raise
     except Exception:
         if transport.body_error is not None:
             return After.REFUSE
         service.log.exception("Error handling %s %s from %s", request.method, request.target, connection.peer)
         if exchange.head is None:
-            send_error(transport, service, 500, "Internal Server Error", b"Internal Server Error\n")
+            answered = internal_error(transport, service)
         return After.CLOSE
     except (SystemExit, KeyboardInterrupt) as exc:
         # The app tried to end the process: it costs this worker, never the server.
@@ -112,19 +122,19 @@ def serve(connection: Connection, request: Request) -> After:
             connection.peer,
         )
         if exchange.head is None:
-            send_error(transport, service, 500, "Internal Server Error", b"Internal Server Error\n")
+            answered = internal_error(transport, service)
         host.closing = True
         return After.CLOSE
     finally:
         if service.busy is not None:
             service.busy(False)
-    if measured:
-        record(service, environ, exchange, time.perf_counter() - started)
+        if measured:  # every outcome, errors too (as Gunicorn logs and counts its 500s)
+            record(service, environ, exchange, time.perf_counter() - started, answered)
     if service.post_request is not None:
         service.post_request(request, environ, exchange)
     if transport.body_error is not None:  # the app swallowed it: the framing is lost all the same
         return After.REFUSE
-    return After.NEXT if exchange.keep_alive else After.CLOSE
+    return NEXT if exchange.keep_alive else CLOSE
 
 
 def judge_underscored(
@@ -141,9 +151,15 @@ def log_aborted(service: Service, peer: str, request: Request) -> None:
     service.log.error("%s: %s %s aborted past the timeout", peer, request.method, request.target)
 
 
-def record(service: Service, environ: dict[str, Any], exchange: Exchange, duration: float) -> None:
-    """The access log line and the StatsD request metrics, whichever are on."""
-    status = exchange.head.status if exchange.head else 0
+def record(
+    service: Service, environ: dict[str, Any], exchange: Exchange, duration: float, answered: int = 0
+) -> None:
+    """The access log line, the StatsD and the Prometheus request metrics, whichever are on."""
+    status = exchange.head.status if exchange.head else answered
+    if service.metrics is not None:
+        service.metrics.request_done(exchange.request.method, status, duration)
+    if not status:
+        return  # the client left before any answer: no line, as before
     if service.access_log is not None:
         line = logs.access_line(
             service.access_format, environ, status, exchange.sent, duration, exchange.headers
@@ -153,7 +169,13 @@ def record(service: Service, environ: dict[str, Any], exchange: Exchange, durati
         service.statsd.request(status, duration)
 
 
-def send_error(transport: Transport, service: Service, status: int, phrase: str, body: bytes) -> None:
-    """Answer with an error status, if the client still listens."""
+def internal_error(transport: Transport, service: Service) -> int:
+    return send_error(transport, service, 500, "Internal Server Error", b"Internal Server Error\n")
+
+
+def send_error(transport: Transport, service: Service, status: int, phrase: str, body: bytes) -> int:
+    """Answer with an error status, if the client still listens; the status, or 0 if it did not."""
     with contextlib.suppress(ClientGone, OSError):
         transport.send(simple_response(status, phrase, body, service.server_headers()))
+        return status
+    return 0

@@ -21,6 +21,7 @@ from .statsd import StatsD
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .metrics import RequestMetrics
     from .wsgi import Exchange
 
 
@@ -47,6 +48,7 @@ class Service:
     refuse_underscored: bool = False  # header_map "refuse": 400 for header names with "_"
     sendfile: bool = True  # False (--no-sendfile): files are read and sent, never os.sendfile'd
     statsd: StatsD | None = None  # --statsd-host
+    metrics: RequestMetrics | None = None  # --metrics-bind: counts into the heartbeat slot
     busy: Callable[[bool], None] | None = None  # --workers-max: says when a request is running
     dispatch: Callable[[Connection, Request], None] | None = None  # --threads: run in a pool
     pre_request: Callable[[Request], None] | None = None

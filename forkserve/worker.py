@@ -46,6 +46,7 @@ from .heartbeat import Heartbeat
 from .hooks import run_hook
 from .http.parser import Limits, Request
 from .logs import access_wanted
+from .metrics import LEFT_MAX_REQUESTS, LEFT_MEMORY, LEFT_TIMEOUT, RequestMetrics, leaving_because
 from .process import (
     EXIT_ABORTED,
     EXIT_APP_LOAD_ERROR,
@@ -133,6 +134,7 @@ class Worker:
         self.requests = 0  # served so far
         self.service: Service | None = None  # set once serving
         self.statsd: StatsD | None = None  # set once serving, with --statsd-host
+        self.metrics: RequestMetrics | None = None  # set once serving, with --metrics-bind
         self.pid = 0  # set in the master after the fork
         self.watch_files = False  # this worker runs the --reload file watcher
         self.statm = -1  # with --max-worker-memory, once serving: /proc/self/statm, kept open
@@ -232,6 +234,8 @@ class Worker:
         if s.statsd_host:
             self.statsd = StatsD(s.statsd_host, s.statsd_prefix, s.dogstatsd_tags)
             self.statsd.count_log_lines(self.log)
+        if s.metrics_bind:
+            self.metrics = RequestMetrics(self.heartbeat.counters)
         # As in Gunicorn, 0 lifts a limit; the whole head stays bounded by limit_request_head.
         limits = Limits(
             request_line=s.limit_request_line or s.limit_request_head,
@@ -264,6 +268,7 @@ class Worker:
             sendfile=s.sendfile,
             body_min_rate=s.body_min_rate,
             statsd=self.statsd,
+            metrics=self.metrics,
             busy=self.heartbeat.set_busy if s.workers_max else None,
             dispatch=self.dispatch if self.request_threads() > 1 else None,
             pre_request=self.pre_request_hook(),
@@ -290,6 +295,7 @@ class Worker:
         service = self.service
         if service is not None and service.max_requests and self.requests >= service.max_requests:
             self.closing = True
+            leaving_because(self.heartbeat, LEFT_MAX_REQUESTS)
 
     def after_request(self) -> None:
         """Service.heartbeat with --max-worker-memory: beat, then check memory cheaply.
@@ -324,6 +330,7 @@ class Worker:
                 "Worker %d uses %.0f MiB (limit %d MiB); recycling%s", self.pid, used, limit, resident
             )
             self.closing = True
+            leaving_because(self.heartbeat, LEFT_MEMORY)
         return limit - used
 
     def pre_request_hook(self) -> Callable[[Request], None] | None:
@@ -431,6 +438,7 @@ class Worker:
             connection.abort()
             run_hook(self.settings, "worker_abort", self)
             self.closing = True  # stop accepting, finish the others, get replaced
+            leaving_because(self.heartbeat, LEFT_TIMEOUT)
 
     def accept(self, fd: int, service: Service, batch: int) -> None:
         listener = self.by_fd[fd]
@@ -465,6 +473,8 @@ class Worker:
     ) -> tuple[socket.socket, dict[str, Any]]:
         """A just-accepted socket made non-blocking (and TLS-wrapped), with its connection's base environ."""
         sock.setblocking(False)
+        if self.metrics is not None:
+            self.metrics.connection_opened()
         peer = (addr[0], str(addr[1])) if sock.family != socket.AF_UNIX else ("", "")
         if self.tls is not None:
             # The handshake runs inside the first reads, without blocking.
@@ -484,6 +494,8 @@ class Worker:
         if self.connections.pop(fd, None) is not None:
             self.poller.unregister(fd)
         connection.close()
+        if self.metrics is not None:
+            self.metrics.connection_closed()
         self.balancer.closed(self.settings.worker_connections)
 
     def sweep(self, service: Service) -> float:

@@ -55,6 +55,7 @@ def test_requests_workers_and_log_lines_reach_statsd_with_gunicorn_names(serve, 
         {
             "shop.gunicorn.requests:",
             "shop.gunicorn.request.status.404:",
+            "shop.gunicorn.request.status.500:",
             "shop.gunicorn.workers:",
             "shop.gunicorn.log.exception:",
             "shop.gunicorn.backlog:",
@@ -64,8 +65,10 @@ def test_requests_workers_and_log_lines_reach_statsd_with_gunicorn_names(serve, 
     assert f"shop.gunicorn.requests:1|c|@1.0{tags}" in lines
     assert f"shop.gunicorn.request.status.200:1|c|@1.0{tags}" in lines
     assert f"shop.gunicorn.request.status.404:1|c|@1.0{tags}" in lines
+    assert f"shop.gunicorn.request.status.500:1|c|@1.0{tags}" in lines  # an exception's 500, as Gunicorn
+    assert lines.count(f"shop.gunicorn.requests:1|c|@1.0{tags}") == 3
     durations = [line for line in lines if line.startswith("shop.gunicorn.request.duration:")]
-    assert len(durations) >= 2 and all(line.endswith(f"|ms{tags}") for line in durations)
+    assert len(durations) == 3 and all(line.endswith(f"|ms{tags}") for line in durations)
     assert float(durations[0].split(":")[1].split("|")[0]) >= 0
     assert f"shop.gunicorn.workers:2|g{tags}" in lines
     assert f"shop.gunicorn.log.exception:1|c|@1.0{tags}" in lines  # the app's traceback was logged
