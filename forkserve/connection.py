@@ -45,7 +45,7 @@ import time
 from enum import Enum
 from typing import Any
 
-from .handler import NEXT, After, log_aborted, send_error, serve
+from .handler import After, log_aborted, send_error, serve
 from .http.errors import HTTPError
 from .http.parser import Request, RequestParser
 from .http.response import simple_response
@@ -339,7 +339,7 @@ class Connection:
         after = serve(self, request)
         self.early.clear()
         self.service.heartbeat()
-        if after is not NEXT or self.transport.broken:
+        if after is not After.NEXT or self.transport.broken:
             return self.close_after(after)
         if self.parser.body_complete:
             return self.wait_for_next()

@@ -52,12 +52,6 @@ class After(Enum):
     __hash__ = object.__hash__
 
 
-# Looking a member up on an Enum class runs Python code (Python 3.11): the
-# two outcomes every request ends with are read as plain module globals.
-NEXT = After.NEXT
-CLOSE = After.CLOSE
-
-
 def serve(connection: Connection, request: Request) -> After:
     """Run the app for one request and send its response."""
     service = connection.service
@@ -134,7 +128,7 @@ def serve(connection: Connection, request: Request) -> After:
         service.post_request(request, environ, exchange)
     if transport.body_error is not None:  # the app swallowed it: the framing is lost all the same
         return After.REFUSE
-    return NEXT if exchange.keep_alive else CLOSE
+    return After.NEXT if exchange.keep_alive else After.CLOSE
 
 
 def judge_underscored(
