@@ -68,7 +68,9 @@ def table(points: list[dict[str, Any]]) -> list[str]:
         "| server CPU µs/req | requests per worker |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for p in points:
+    apps = {app: i for i, app in enumerate(dict.fromkeys(p["app"] for p in points))}
+    # By app and concurrency; the stable sort keeps the servers in run order.
+    for p in sorted(points, key=lambda p: (apps[p["app"]], p["concurrency"])):
         b = base.get((p["app"], p["concurrency"]))
         rps = f"×{p['rps'] / b['rps']:.2f}" if b and b["rps"] else "–"
         p99 = f"×{p['p99_ms'] / b['p99_ms']:.2f}" if b and b["p99_ms"] else "–"
