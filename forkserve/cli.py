@@ -59,7 +59,7 @@ def build_parser() -> ArgumentParser:
         if spec.choices:
             help_text += f" One of: {', '.join(spec.choices)}."
         if entry.default not in ("", (), None, False):
-            help_text += f" [default: {_show(entry.default)}]"
+            help_text += f" [default: {settings.show_default(entry)}]"
         common: dict[str, Any] = {"dest": entry.name, "default": argparse.SUPPRESS, "help": help_text}
         if isinstance(entry.default, bool):
             # A switch: --reload sets True, --no-sendfile sets False.
@@ -75,10 +75,6 @@ def build_parser() -> ArgumentParser:
         else:
             parser.add_argument(*spec.flags, **common)
     return parser
-
-
-def _show(value: Any) -> str:
-    return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
 def parse_flags(parser: ArgumentParser, argv: Sequence[str], origin: str) -> dict[str, Any]:
@@ -180,6 +176,10 @@ def prepare_environment(config: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["ctl"]:
+        from . import ctl
+
+        return ctl.main(args[1:])
     launch_dir = os.getcwd()
     try:
         loaded = load_settings(args)
@@ -195,7 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.check_config:
         explain_settings(config, loaded.warnings)
         return check_config(config)
-    origin = Origin(argv=args, cwd=launch_dir, reload_settings=lambda: load_settings(args, launch_dir).config)
+    origin = Origin(argv=args, cwd=launch_dir, sources=loaded.sources)
+
+    def reload_settings() -> Settings:
+        again = load_settings(args, launch_dir)
+        origin.sources = again.sources
+        return again.config
+
+    origin.reload_settings = reload_settings
     return serve(config, origin, loaded.warnings)
 
 
@@ -242,4 +249,8 @@ def serve(config: Settings, origin: Origin, warnings: list[str]) -> int:
     if config.daemon:
         daemonize(keep_stdio=config.enable_stdio_inheritance)
         logs.capture_output(config)  # daemonize() pointed fd 1 and 2 elsewhere
-    return master.run()
+    try:
+        return master.run()
+    except BindError as error:  # the control socket (control.py)
+        log.error("%s", error)
+        return EXIT_LISTEN

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from . import logs, systemd
 from .balance import Scoreboard
+from .control import Control
 from .endpoints import Endpoints
 from .heartbeat import Heartbeats
 from .hooks import run_hook
@@ -77,6 +78,7 @@ class Origin:
     cwd: str = ""
     reload_settings: Callable[[], Settings] | None = None
     upgraded: bool = False  # started by an older master's SIGUSR2
+    sources: dict[str, str] = field(default_factory=dict)  # where each setting came from (ctl config)
 
 
 @dataclass
@@ -109,6 +111,7 @@ class Master:
         self.scoreboard = Scoreboard()
         self.heartbeats = Heartbeats()
         self.endpoints = Endpoints()  # the master's own servers: metrics, control (endpoints.py)
+        self.control: Control | None = None  # forkserve ctl (control.py)
         self.templates: dict[int, Template] = {}  # --preload: by pid (see template.py)
         self.generation = 0
         self.reloading: Reload | None = None
@@ -135,6 +138,7 @@ class Master:
 
     def run(self) -> int:
         self.pid = os.getpid()
+        self.control = Control.start(self)  # BindError for a given path: cli exits 1, as for --bind
         set_title(f"forkserve: master [{self.settings.proc_name or self.settings.app}]")
         self.install_signals()
         run_hook(self.settings, "nworkers_changed", self, self.wanted, None)  # from None, as Gunicorn
@@ -663,6 +667,8 @@ class Master:
         self.new_master = 0
         if self.pidfile:
             self.move_pidfile(self.settings.pidfile)
+        if self.control:
+            self.control.reclaim()
 
     # -- pid file --------------------------------------------------------
 
@@ -723,6 +729,8 @@ class Master:
         for listener in self.listeners:
             listener.close(remove_file=not self.new_master)
         self.endpoints.close()
+        if self.control:
+            self.control.remove()  # only if the path is still ours (not a new master's)
         self.remove_pidfile()
         run_hook(self.settings, "on_exit", self)
         self.log.info("Shutting down: master %d", self.pid)

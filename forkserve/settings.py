@@ -369,7 +369,6 @@ def default_workers() -> int:
 NO_HTTP2 = "forkserve speaks HTTP/1.1; terminate HTTP/2 at the proxy in front (nginx, HAProxy)"
 NO_ASGI = "forkserve serves WSGI apps; ASGI settings need an ASGI server"
 NO_DIRTY = "forkserve has no dirty arbiters; run long tasks in a task queue or a separate pool"
-NO_CONTROL_YET = "forkserve has no control socket in this release; signals control the master"
 
 
 @dataclass(frozen=True)
@@ -812,6 +811,28 @@ class Settings:
         allowed=("gunicorn.glogging.Logger", "gunicorn.instrument.statsd.Statsd"),
     )
 
+    # -- the control socket (forkserve ctl; see control.py) --------------
+    control_socket: str = setting(
+        "",
+        "--control-socket",
+        help="The master's unix socket for `forkserve ctl`. Default: $XDG_RUNTIME_DIR/forkserve.ctl, "
+        "else ~/.forkserve/forkserve.ctl (taken only if no live server holds it). A relative path is "
+        "taken from the working directory after --chdir.",
+        metavar="PATH",
+    )
+    control_socket_mode: int = setting(
+        0o600,
+        "--control-socket-mode",
+        help="Permission bits of the control socket file (0o660 lets the group in; other users "
+        "are refused anyway unless root).",
+        metavar="MODE",
+        convert=to_umask,
+        check=umask_range,
+    )
+    control_socket_disable: bool = setting(
+        False, "--no-control-socket", help="Run without a control socket (`forkserve ctl` cannot reach it)."
+    )
+
     # -- Gunicorn settings forkserve does not need ------------------------
     worker_tmp_dir: Any = compat(
         None, "--worker-tmp-dir", ignored="the heartbeat lives in shared memory, not in a temporary file"
@@ -839,9 +860,6 @@ class Settings:
         "--uwsgi-allow-from",
         ignored="used only with protocol 'uwsgi', which is refused",
     )
-    control_socket: Any = compat(None, "--control-socket", ignored=NO_CONTROL_YET)
-    control_socket_mode: Any = compat(0o600, "--control-socket-mode", ignored=NO_CONTROL_YET)
-    control_socket_disable: Any = compat(False, "--no-control-socket", ignored=NO_CONTROL_YET)
     http2_max_concurrent_streams: Any = compat(100, "--http2-max-concurrent-streams", ignored=NO_HTTP2)
     http2_initial_window_size: Any = compat(65535, "--http2-initial-window-size", ignored=NO_HTTP2)
     http2_max_frame_size: Any = compat(16384, "--http2-max-frame-size", ignored=NO_HTTP2)
@@ -1047,17 +1065,22 @@ def markdown_table() -> str:
         spec = entry.spec
         if spec.ignored or spec.refused:
             continue  # in gunicorn_table()
-        default = entry.default
-        shown = (
-            ""
-            if default in ("", (), None)
-            else f"`{','.join(default) if isinstance(default, tuple) else default}`"
-        )
+        shown = f"`{show_default(entry)}`" if show_default(entry) else ""
         meaning = spec.help
         if spec.choices:
             meaning += f" One of: {', '.join(spec.choices)}."
         rows.append(f"| `{entry.name}` | {_flags(spec)} | {shown} | {_cell(meaning)} |")
     return "\n".join(rows) + "\n"
+
+
+def show_default(entry: Entry) -> str:
+    """A setting's default as people write it ('' when it has none worth showing)."""
+    default = entry.default
+    if default in ("", (), None):
+        return ""
+    if entry.spec.convert is to_umask and default:
+        return f"0o{default:o}"  # a mode or umask
+    return ",".join(default) if isinstance(default, tuple) else str(default)
 
 
 def gunicorn_table() -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -233,6 +235,15 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     for server in started:
         leftovers += server.shutdown()
     assert not leftovers, f"forkserve processes survived the test: {leftovers}"
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory other users may enter (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="forkserve-sock-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def http_exchange(sock: socket.socket, data: bytes, timeout: float = 10.0) -> bytes:

@@ -155,7 +155,7 @@ def _hex_addr(text: str) -> tuple[str, int]:
 
 
 def listeners(pid: int, cwd: Path) -> tuple[list[tuple[str, int]], list[str]]:
-    """The master's listening TCP sockets and unix socket paths (Gunicorn's control socket aside)."""
+    """The master's listening TCP sockets and unix socket paths (the control sockets aside)."""
     inodes = _socket_inodes(pid)
     inet = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -170,8 +170,8 @@ def listeners(pid: int, cwd: Path) -> tuple[list[tuple[str, int]], list[str]]:
             cols = row.split()
             if len(cols) >= 8 and cols[6] in inodes and int(cols[3], 16) & 0x10000:
                 path = cols[7]
-                if "/.gunicorn/" in path:
-                    continue
+                if "/.gunicorn/" in path or "/.forkserve/" in path:
+                    continue  # the control sockets' default places
                 unix.append(path.replace(str(cwd), "{dir}"))
     return sorted(inet), sorted(unix)
 

@@ -12,11 +12,9 @@ import json
 import os
 import pwd
 import re
-import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -305,15 +303,6 @@ while chunk := s.recv(65536):
     data += chunk
 print(data.split(b"\\r\\n")[0].decode())
 """
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory other users may enter (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="forkserve-sock-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def as_nobody(path: Path) -> str:
