@@ -36,8 +36,10 @@ Follow one request through the modules in this order:
 ``apploader`` turns "module:app" (or a PasteDeploy file) into a callable,
 ``logs`` owns the error and access logs (Gunicorn's logger names too),
 ``statsd`` sends Gunicorn's StatsD metrics, ``proxy`` decides what a
-trusted proxy may tell us, and ``demo`` is the app served when none is
-named.
+trusted proxy may tell us, ``endpoints`` runs the master's own small
+servers, ``control`` answers ``forkserve ctl`` (the client and ``top``:
+``ctl``) over the master's control socket, and ``demo`` is the app served
+when none is named.
 """
 
 __version__ = "0.1.0"

@@ -45,6 +45,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="forkserve",
         description="A pre-fork WSGI server: serves APP from N worker processes.",
+        epilog="forkserve ctl COMMAND asks a running server (forkserve ctl --help).",
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"forkserve {__version__}")

@@ -286,10 +286,11 @@ def main(argv: Sequence[str]) -> int:
         args = [str(options.n)]
     elif command == "stop" and options.quick:
         args = ["--quick"]
+    if command == "top" and getattr(options, "json", False):
+        print("forkserve ctl: top draws a screen; for JSON use status --json", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if command == "top":
-            if getattr(options, "json", False):
-                raise CtlError("top draws a screen; for JSON use status --json")
             return top(path)
         answer = ask(path, command, args)
     except CtlError as error:

@@ -228,6 +228,16 @@ def test_config_says_where_each_setting_came_from(serve, sock, tmp_path):
     assert settings["workers"] == {"name": "workers", "value": 2, "source": f"config file {config}"}
 
 
+def test_help_lists_the_commands_and_usage_errors_exit_2(tmp_path):
+    helped = ctl(None, "--help")
+    assert helped.returncode == 0
+    for command in ("status", "top", "reload", "add", "remove", "reopen-logs", "stop", "config"):
+        assert re.search(rf"^    {command}\s", helped.stdout, re.M), helped.stdout
+    for wrong in (["add"], ["add", "two"], ["bogus"], ["top", "--json"]):
+        result = ctl(tmp_path / "unused.sock", *wrong)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, (wrong, result.stderr)
+
+
 def test_a_missing_socket_is_one_line_and_an_error(tmp_path):
     result = ctl(tmp_path / "nothing.sock", "status")
     assert result.returncode == 1
