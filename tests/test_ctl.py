@@ -346,6 +346,16 @@ def test_upgrade_hands_the_socket_to_the_new_master(serve, sock, tmp_path):
     assert not sock.exists()
 
 
+def test_a_failed_upgrade_gives_the_socket_back_to_the_old_master(serve, sock, tmp_path):
+    (tmp_path / "changing.py").write_text("def app(environ, start_response):\n    return []\n")
+    server = serve("changing:app", "--pythonpath", str(tmp_path), "--control-socket", str(sock))
+    (tmp_path / "changing.py").write_text("def app(:\n")  # the new master cannot load it
+    server.send_signal(signal.SIGUSR2)
+    assert server.wait_for_log(r"New master \d+ exited", 30), server.log()
+    assert server.wait_for_log(f"Control socket: {sock} again")
+    assert status(sock)["master"]["pid"] == server.pid
+
+
 # -- top, as a person uses it: in a terminal ---------------------------
 
 
