@@ -73,6 +73,13 @@ class Phase(Enum):
     __hash__ = object.__hash__
 
 
+# Looking a member up on an Enum class runs Python code (Python 3.11), and
+# every connection's constructor (and every request's end) needs these:
+# read once, as module globals.
+HEAD, BODY_START, DRAIN = Phase.HEAD, Phase.BODY_START, Phase.DRAIN
+NEXT = After.NEXT
+
+
 class Connection:
     """One client socket through its phases; the request itself is ``handler.serve()``'s."""
 
@@ -86,7 +93,7 @@ class Connection:
         self.parser = RequestParser(service.limits)
         self.transport = transport = Transport(sock, self.parser, service, host)
         self.tls = transport.tls
-        self.phase = Phase.HEAD
+        self.phase = HEAD
         self.idle = False  # between requests, before the next head's first byte
         self.deadline = time.monotonic() + service.header_timeout
         self.request: Request | None = None  # the request being served
@@ -94,7 +101,7 @@ class Connection:
         self.drained = 0  # unread body bytes discarded after the response
         self.exchange: Exchange | None = None  # the response being sent
         self.lingered = 0  # bytes discarded while lingering
-        self._steps = {Phase.HEAD: self.take_head, Phase.BODY_START: self.start_body, Phase.DRAIN: self.drain}
+        self._steps = {HEAD: self.take_head, BODY_START: self.start_body, DRAIN: self.drain}
         proxy = service.proxy
         self.trusted = proxy is not None and proxy.trusts(base_environ["REMOTE_ADDR"])
         if service.proxy_protocol is not None and service.proxy_protocol.trusts(base_environ["REMOTE_ADDR"]):
@@ -339,7 +346,7 @@ class Connection:
         after = serve(self, request)
         self.early.clear()
         self.service.heartbeat()
-        if after is not After.NEXT or self.transport.broken:
+        if after is not NEXT or self.transport.broken:
             return self.close_after(after)
         if self.parser.body_complete:
             return self.wait_for_next()
