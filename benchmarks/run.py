@@ -315,6 +315,7 @@ class Bench:
         versions = {
             "forkserve": self.versions.get("forkserve", "not importable"),
             "forkserve-threads": self.versions.get("forkserve", "not importable"),
+            "forkserve-metrics": self.versions.get("forkserve", "not importable"),
             "gunicorn-sync": self.versions.get("gunicorn", "?"),
             "gunicorn-gthread": self.versions.get("gunicorn", "?"),
             "forkserve-gevent": self.versions.get("forkserve", "not importable") + f", gevent {our_gevent()}",

@@ -149,7 +149,9 @@ def _bind(ctx: Context) -> list[str]:
     return ["--bind", f"unix:{ctx.unix_socket}" if ctx.unix_socket else f"{HOST}:0"]
 
 
-def _forkserve(ctx: Context, threads: int | None = None, worker_class: str = "") -> Launch:
+def _forkserve(
+    ctx: Context, threads: int | None = None, worker_class: str = "", metrics: bool = False
+) -> Launch:
     env = dict(ctx.env)
     extra_path = ctx.forkserve_env.get("PYTHONPATH", "")
     # forkserve runs from this interpreter; Django lives in the peers venv
@@ -164,6 +166,8 @@ def _forkserve(ctx: Context, threads: int | None = None, worker_class: str = "")
         argv += ["--threads", str(threads)]
     if worker_class:
         argv += ["--worker-class", worker_class]
+    if metrics:
+        argv += ["--metrics-bind", "127.0.0.1:0"]
     return Launch(argv + ctx.extra_args, ctx.app.directory, env)
 
 
@@ -311,6 +315,12 @@ SERVERS: dict[str, Server] = {
     for s in (
         Server("forkserve", "forkserve", _forkserve, "{w} worker processes"),
         Server(
+            "forkserve-metrics",
+            "forkserve --metrics-bind",
+            lambda c: _forkserve(c, metrics=True),
+            "{w} worker processes, Prometheus metrics on",
+        ),
+        Server(
             "forkserve-threads",
             "forkserve --threads 4",
             lambda c: _forkserve(c, threads=GTHREAD_THREADS),
@@ -384,7 +394,7 @@ SERVERS: dict[str, Server] = {
     )
 }
 
-DEFAULT_SERVERS = [n for n in SERVERS if n != "forkserve-threads"]
+DEFAULT_SERVERS = [n for n in SERVERS if n not in ("forkserve-threads", "forkserve-metrics")]
 # nginx configured as the README deploys it, in front of a server on
 # Context.unix_socket (behind_nginx.py); not a server of run.py's own.
 NGINX_PROXY = Server(

@@ -59,7 +59,7 @@ def serve(connection: Connection, request: Request) -> After:
     host.request_started()
     metrics = service.metrics
     measured = service.access_log is not None or service.statsd is not None or metrics is not None
-    started = time.perf_counter() if measured else 0.0
+    started = time.perf_counter_ns() if measured else 0
     keep_alive = request.keep_alive and service.keepalive > 0 and not host.closing
     transport = connection.transport
     transport.start(request.expect_continue)
@@ -123,7 +123,7 @@ def serve(connection: Connection, request: Request) -> After:
         if service.busy is not None:
             service.busy(False)
         if measured:  # every outcome, errors too (as Gunicorn logs and counts its 500s)
-            record(service, environ, exchange, time.perf_counter() - started, answered)
+            record(service, environ, exchange, time.perf_counter_ns() - started, answered)
     if service.post_request is not None:
         service.post_request(request, environ, exchange)
     if transport.body_error is not None:  # the app swallowed it: the framing is lost all the same
@@ -146,14 +146,15 @@ def log_aborted(service: Service, peer: str, request: Request) -> None:
 
 
 def record(
-    service: Service, environ: dict[str, Any], exchange: Exchange, duration: float, answered: int = 0
+    service: Service, environ: dict[str, Any], exchange: Exchange, nanoseconds: int, answered: int = 0
 ) -> None:
     """The access log line, the StatsD and the Prometheus request metrics, whichever are on."""
     status = exchange.head.status if exchange.head else answered
     if service.metrics is not None:
-        service.metrics.request_done(exchange.request.method, status, duration)
+        service.metrics.request_done(exchange.request.method, status, nanoseconds)
     if not status:
         return  # the client left before any answer: no line, as before
+    duration = nanoseconds / 1e9
     if service.access_log is not None:
         line = logs.access_line(
             service.access_format, environ, status, exchange.sent, duration, exchange.headers

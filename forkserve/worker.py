@@ -174,6 +174,8 @@ class Worker:
         except RequestAborted:
             return EXIT_ABORTED
         finally:
+            if self.metrics is not None:
+                self.metrics.flush()  # the master folds the slot in once this process is gone
             run_hook(self.settings, "worker_exit", master, self)
         return EXIT_OK
 
@@ -509,6 +511,8 @@ class Worker:
             self.alive = False
         if self.settings.max_worker_memory and not self.closing:
             self.check_memory()  # pages turned private show in the USS alone
+        if self.metrics is not None:
+            self.metrics.flush()
         return now + 1.0
 
     # -- leaving ---------------------------------------------------------

@@ -72,8 +72,12 @@ def test_requests_by_method_and_class_histogram_and_in_flight(pool):
         ("GET", 799, 0.01),  # an app's odd status counts as 5xx
     ]:
         recorder.request_started()
-        recorder.request_done(method, status, seconds)
+        recorder.request_done(method, status, round(seconds * 1e9))
     recorder.request_started()  # one still running
+    unflushed = parse_exposition(PoolMetrics().render([record], []))
+    assert value(unflushed, "forkserve_http_requests_in_flight") == 1  # live
+    assert value(unflushed, "forkserve_http_request_duration_seconds_count") == 0  # until the flush
+    recorder.flush()
     samples = parse_exposition(PoolMetrics().render([record], []))
     requests = "forkserve_http_requests_total"
     assert value(samples, requests, method="GET", status_class="2xx") == 1
@@ -105,10 +109,11 @@ def test_a_dead_workers_counts_are_folded_so_counters_never_go_backwards(pool):
     for _ in range(3):
         recorder.connection_opened()
         recorder.request_started()
-        recorder.request_done("GET", 200, 0.002)
+        recorder.request_done("GET", 200, 2_000_000)
     recorder.refused(400)
     recorder.refused(418)  # not a parser status: "other"
     recorder.connection_closed()
+    recorder.flush()
     totals = PoolMetrics()
     before = parse_exposition(totals.render([first], []))
     assert value(before, "forkserve_connections_open") == 2
@@ -121,7 +126,9 @@ def test_a_dead_workers_counts_are_folded_so_counters_never_go_backwards(pool):
     second = spawn()
     assert second.worker.heartbeat.slot == first.worker.heartbeat.slot
     assert served(second.worker.heartbeat) == 0
-    RequestMetrics(second.worker.heartbeat.counters).request_done("GET", 200, 0.002)
+    again = RequestMetrics(second.worker.heartbeat.counters)
+    again.request_done("GET", 200, 2_000_000)
+    again.flush()
     after = parse_exposition(totals.render([second], []))
     assert value(after, "forkserve_http_requests_total", method="GET", status_class="2xx") == 4
     assert value(after, "forkserve_http_request_duration_seconds_count") == 4
@@ -136,7 +143,7 @@ def test_a_dead_workers_counts_are_folded_so_counters_never_go_backwards(pool):
 
 
 def test_exit_reasons_come_from_the_record_and_the_slot(pool):
-    heartbeats, spawn = pool
+    _, spawn = pool
 
     def reason(record: Record, stopping: bool = False, generation: int = 0) -> str:
         return exit_reason(record, stopping, generation)

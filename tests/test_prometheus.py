@@ -199,8 +199,13 @@ def test_a_scrape_passes_promtool_over_a_unix_socket_with_threads(serve, tmp_pat
     assert metrics_url(server) == f"unix:{path}"
     for _ in range(3):
         assert requests.get(server.url + "/hello", timeout=10).status_code == 200
-    page = scrape_unix(path, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    head, _, body = page.partition(b"\r\n\r\n")
+
+    def counted() -> bytes:  # workers copy their counts into shared memory once a second
+        page = scrape_unix(path, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        return page if b'{method="GET",status_class="2xx"} 3\n' in page else b""
+
+    assert wait_until(counted, timeout=10)
+    head, _, body = counted().partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK") and b"text/plain; version=0.0.4" in head
     checked = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
     assert checked.returncode == 0 and not checked.stdout.strip() and not checked.stderr.strip(), checked
@@ -234,7 +239,13 @@ def test_the_gevent_worker_counts_requests_in_flight_and_connections(serve):
             assert value(samples, "forkserve_connections_open") == 2
         finally:
             sleeping.join(15)
-    samples = parse_exposition(requests.get(url, timeout=10).text)
+
+    def counted() -> dict:  # workers copy their counts into shared memory once a second
+        samples = parse_exposition(requests.get(url, timeout=10).text)
+        return samples if value(samples, "forkserve_http_request_duration_seconds_count") == 4 else {}
+
+    assert wait_until(counted, timeout=10)
+    samples = counted()
     assert value(samples, "forkserve_http_requests_total", method="POST", status_class="2xx") == 3
     assert value(samples, "forkserve_http_requests_total", method="GET", status_class="2xx") == 1
     assert value(samples, "forkserve_connections_accepted_total") == 2
