@@ -58,7 +58,8 @@ def serve(connection: Connection, request: Request) -> After:
     host = connection.host
     host.request_started()
     metrics = service.metrics
-    measured = service.access_log is not None or service.statsd is not None or metrics is not None
+    logged = service.access_log is not None or service.statsd is not None
+    measured = logged or metrics is not None
     started = time.perf_counter_ns() if measured else 0
     keep_alive = request.keep_alive and service.keepalive > 0 and not host.closing
     transport = connection.transport
@@ -77,7 +78,7 @@ def serve(connection: Connection, request: Request) -> After:
     if service.busy is not None:
         service.busy(True)
     if metrics is not None:
-        metrics.request_started()
+        metrics.started[0] += 1  # inline: this runs for every request
     answered = 0  # the status of an error answer sent here, when the app sent no head
     try:
         exchange.run(service.app, environ)
@@ -123,7 +124,12 @@ def serve(connection: Connection, request: Request) -> After:
         if service.busy is not None:
             service.busy(False)
         if measured:  # every outcome, errors too (as Gunicorn logs and counts its 500s)
-            record(service, environ, exchange, time.perf_counter_ns() - started, answered)
+            elapsed = time.perf_counter_ns() - started
+            status = exchange.head.status if exchange.head else answered
+            if metrics is not None:
+                metrics.request_done(request.method, status, elapsed)
+            if logged and status:  # no line for a client that left before any answer
+                record(service, environ, exchange, status, elapsed / 1e9)
     if service.post_request is not None:
         service.post_request(request, environ, exchange)
     if transport.body_error is not None:  # the app swallowed it: the framing is lost all the same
@@ -146,15 +152,9 @@ def log_aborted(service: Service, peer: str, request: Request) -> None:
 
 
 def record(
-    service: Service, environ: dict[str, Any], exchange: Exchange, nanoseconds: int, answered: int = 0
+    service: Service, environ: dict[str, Any], exchange: Exchange, status: int, duration: float
 ) -> None:
-    """The access log line, the StatsD and the Prometheus request metrics, whichever are on."""
-    status = exchange.head.status if exchange.head else answered
-    if service.metrics is not None:
-        service.metrics.request_done(exchange.request.method, status, nanoseconds)
-    if not status:
-        return  # the client left before any answer: no line, as before
-    duration = nanoseconds / 1e9
+    """The access log line and the StatsD request metrics, whichever are on."""
     if service.access_log is not None:
         line = logs.access_line(
             service.access_format, environ, status, exchange.sent, duration, exchange.headers

@@ -87,10 +87,12 @@ class RequestMetrics:
     threads (--threads) lose no count without a lock.
     """
 
-    __slots__ = ("counters", "counts", "flushed", "rows")
+    __slots__ = ("counters", "counts", "flushed", "rows", "started")
 
     def __init__(self, counters: memoryview) -> None:
         self.counters = counters
+        # The request path bumps ``started[0]`` itself as a request starts: no call.
+        self.started = counters[STARTED : STARTED + 1]
         self.counts = [0] * LOCAL
         self.flushed = [0] * LOCAL
         rows: dict[str | bytes, int] = {}
@@ -99,7 +101,7 @@ class RequestMetrics:
         self.rows = rows
 
     def request_started(self) -> None:
-        self.counters[STARTED] += 1
+        self.started[0] += 1
 
     def request_done(self, method: str | bytes, status: int, nanoseconds: int) -> None:
         """A request finished (status 0: the client left before any response)."""
