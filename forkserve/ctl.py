@@ -249,14 +249,22 @@ def top(path: str) -> int:
             deadline = time.monotonic() + REFRESH
             while (left := deadline - time.monotonic()) > 0:
                 screen.timeout(max(1, int(left * 1000)))
-                if screen.getch() in (ord("q"), ord("Q")):
+                key = screen.getch()
+                if key in (ord("q"), ord("Q")):
                     return
+                if key == curses.KEY_RESIZE:  # redraw at the new size now, not in a second
+                    break
             try:
                 answer, problem = ask(path, "status"), ""
             except CtlError as error:
                 answer, problem = None, str(error)
 
     def draw(screen: Any, lines: list[str]) -> None:
+        # The terminal's size as the kernel has it now: curses can keep a stale one
+        # (a pane sized after start-up, a resize it did not hear of).
+        size = os.get_terminal_size(sys.__stdout__.fileno()) if sys.__stdout__ else None
+        if size is not None and (size.lines, size.columns) != screen.getmaxyx():
+            curses.resizeterm(size.lines, size.columns)
         height, width = screen.getmaxyx()
         screen.erase()
         for row, line in enumerate(lines[:height]):

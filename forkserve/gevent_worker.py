@@ -44,7 +44,7 @@ from .connection import Connection, Phase
 from .handler import RequestAborted
 from .hooks import run_hook
 from .metrics import LEFT_TIMEOUT, leaving_because
-from .process import EXIT_BOOT_FAILURE
+from .process import EXIT_BOOT_FAILURE, thread_stacks
 from .service import Host, Service
 from .sockets import Listener
 from .worker import BACKLOG_DRAIN, Worker
@@ -174,7 +174,12 @@ class GeventWorker(Worker):
         request, it is stopped here and its client gets a 504; the worker
         then leaves with the sync worker's exit code for an abort.
         """
-        self.log.error("Worker %d aborted: its hub was blocked for %gs", self.pid, self.settings.timeout)
+        self.log.error(
+            "Worker %d aborted: its hub was blocked for %gs; where it was:\n%s",
+            self.pid,
+            self.settings.timeout,
+            thread_stacks(frame),
+        )
         run_hook(self.settings, "worker_abort", self)
         self.aborting = True
         if self.clocks is not None and self.clocks.running():

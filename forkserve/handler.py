@@ -56,7 +56,7 @@ def serve(connection: Connection, request: Request) -> After:
     """Run the app for one request and send its response."""
     service = connection.service
     host = connection.host
-    host.request_started()
+    host.request_started(request, connection.peer)
     metrics = service.metrics
     logged = service.access_log is not None or service.statsd is not None
     measured = logged or metrics is not None
@@ -121,6 +121,7 @@ def serve(connection: Connection, request: Request) -> After:
         host.closing = True
         return After.CLOSE
     finally:
+        host.request_ended()
         if service.busy is not None:
             service.busy(False)
         if measured:  # every outcome, errors too (as Gunicorn logs and counts its 500s)

@@ -22,16 +22,19 @@ it is for people, so that is harmless, and no lock is worth its cost here.
 
 from __future__ import annotations
 
+import functools
 import mmap
+import struct
 import time
 
 _READY_OFFSET = 8  # after the stamp, a double
 _LEAVING_OFFSET = _READY_OFFSET + 1
 _BUSY_OFFSET = _LEAVING_OFFSET + 1
 _REQUEST_STARTED = 16  # a double: monotonic time the current request started, 0 between requests
-_REQUEST_LENGTH = 24  # one byte: how much of the request area holds the current request line
-_REQUEST_TEXT = 25
-REQUEST_TEXT_SIZE = 231  # "METHOD target client", cut to fit
+_REQUEST_TEXT = 24
+REQUEST_TEXT_SIZE = 232  # "METHOD target client", cut to fit (requests never hold a NUL)
+_REQUEST = struct.Struct(f"=d{REQUEST_TEXT_SIZE}s")
+_STAMP = struct.Struct("=d")
 COUNTERS_OFFSET = 256
 COUNTERS = 96  # unsigned 64-bit counters, laid out by metrics.py
 SLOT_SIZE = COUNTERS_OFFSET + 8 * COUNTERS  # 1 KiB: pages are only touched for slots in use
@@ -74,6 +77,11 @@ class Heartbeat:
         self._started = page[_REQUEST_STARTED : _REQUEST_STARTED + 8].cast("d")
         self.counters = page[COUNTERS_OFFSET:SLOT_SIZE].cast("Q")
         self.slot = slot
+        # Called for every request, so both are C calls with no Python frame:
+        # begin_request(time.monotonic(), b"GET /path 10.0.0.7") shows the request the
+        # worker starts (the line cut or NUL-padded to fit); end_request() says it is over.
+        self.begin_request = functools.partial(_REQUEST.pack_into, page, _REQUEST_STARTED)
+        self.end_request = functools.partial(_STAMP.pack_into, page, _REQUEST_STARTED, 0.0)
 
     def beat(self) -> None:
         self._stamp[0] = time.monotonic()
@@ -106,21 +114,10 @@ class Heartbeat:
     def busy(self) -> bool:
         return self._page[_BUSY_OFFSET] == 1
 
-    def begin_request(self, line: bytes) -> None:
-        """The worker starts serving the request ``line`` ("GET /path 10.0.0.7")."""
-        line = line[:REQUEST_TEXT_SIZE]
-        self._page[_REQUEST_TEXT : _REQUEST_TEXT + len(line)] = line
-        self._page[_REQUEST_LENGTH] = len(line)
-        self._started[0] = time.monotonic()
-
-    def end_request(self) -> None:
-        self._started[0] = 0.0
-
     def current_request(self) -> tuple[str, float] | None:
         """(request line, seconds it has run) while the worker serves one, else None."""
         started: float = self._started[0]
         if not started:
             return None
-        length = self._page[_REQUEST_LENGTH]
-        line = bytes(self._page[_REQUEST_TEXT : _REQUEST_TEXT + length])
-        return line.decode("latin-1"), max(0.0, time.monotonic() - started)
+        line = bytes(self._page[_REQUEST_TEXT : _REQUEST_TEXT + REQUEST_TEXT_SIZE]).rstrip(b"\0")
+        return line.decode("utf-8", "replace"), max(0.0, time.monotonic() - started)

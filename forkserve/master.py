@@ -70,6 +70,15 @@ SCALE_UP_AFTER = 1.0  # seconds of sustained pressure before --workers-max adds 
 SCALE_CHECK = 0.25  # how often the master looks at the pressure with --workers-max
 
 
+def doing(record: Record) -> str:
+    """What a worker is busy with, for a log line: its current request, if any."""
+    current = record.worker.heartbeat.current_request()
+    if current is None:
+        return "between requests"
+    line, elapsed = current
+    return f"serving {line} for {elapsed:.1f}s"
+
+
 @dataclass
 class Origin:
     """How this master was started, to reload settings or re-execute itself."""
@@ -485,11 +494,16 @@ class Master:
                 self.kill_worker(record, signal.SIGKILL)
             elif record.aborted_at:
                 if now - record.aborted_at > ABORT_GRACE:
-                    self.log.error("Worker %d ignored SIGABRT; killing it", record.pid)
+                    self.log.error(
+                        "Worker %d ignored SIGABRT (stuck outside Python code?) %s; killing it",
+                        record.pid,
+                        doing(record),
+                    )
                     self.kill_worker(record, signal.SIGKILL)
                     record.aborted_at = float("inf")  # killed once is enough
             elif record.booted_once and record.worker.heartbeat.age() > timeout:
-                self.log.critical("WORKER TIMEOUT (pid:%d) after %gs", record.pid, timeout)
+                # The worker logs its stack when SIGABRT reaches it (Worker.handle_abort).
+                self.log.critical("WORKER TIMEOUT (pid:%d) after %gs %s", record.pid, timeout, doing(record))
                 record.aborted_at = now
                 self.kill_worker(record, signal.SIGABRT)
 

@@ -6,8 +6,10 @@ import os
 import resource
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 # Exit codes a worker uses to tell the master why it left. The master stops
@@ -32,6 +34,31 @@ CHILD_SIGNALS = {
     signal.SIGTTOU: signal.SIG_IGN,
     signal.SIGWINCH: signal.SIG_IGN,
 }
+
+
+def thread_stacks(interrupted: FrameType | None = None) -> str:
+    """Every thread's Python stack, most recent call last, for a log line.
+
+    In a signal handler, pass the frame the signal interrupted: this thread's
+    stack then ends in the code that was running, not in the handler.
+    """
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        if interrupted is not None and _calls(interrupted, frame):
+            frame = interrupted  # (found by the frames: gevent patches thread identities)
+        stack = "".join(traceback.format_stack(frame))
+        parts.append(f"Thread {names.get(ident, hex(ident))}:\n{stack}")
+    return "".join(parts).rstrip("\n")
+
+
+def _calls(caller: FrameType, frame: FrameType | None) -> bool:
+    """Is ``caller`` on the stack that ``frame`` tops?"""
+    while frame is not None:
+        if frame is caller:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def fork_child(run: Callable[[], int]) -> int:

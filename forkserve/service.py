@@ -60,5 +60,8 @@ class Host(Protocol):
 
     closing: bool  # it is leaving: the next response head says Connection: close
 
-    def request_started(self) -> None:
-        """Count a request (the last one before max_requests sets ``closing``)."""
+    def request_started(self, request: Request, peer: str) -> None:
+        """Count a request (the last one before max_requests sets ``closing``), show it running."""
+
+    def request_ended(self) -> None:
+        """The request that ``request_started`` showed is over."""

@@ -58,6 +58,7 @@ from .process import (
     resolve_ids,
     set_title,
     spew,
+    thread_stacks,
 )
 from .proxy import ProxyTrust
 from .reloader import FileWatcher
@@ -132,6 +133,9 @@ class Worker:
         self.alive = True
         self.closing = False  # leaving: stop accepting, and responses say Connection: close
         self.requests = 0  # served so far
+        # With --threads or gevent several requests run at once: the slot shows the
+        # latest one started, until one ends.
+        self.request_ended = heartbeat.end_request
         self.service: Service | None = None  # set once serving
         self.statsd: StatsD | None = None  # set once serving, with --statsd-host
         self.metrics: RequestMetrics | None = None  # set once serving, with --metrics-bind
@@ -214,8 +218,17 @@ class Worker:
         raise SystemExit(EXIT_OK)
 
     def handle_abort(self, signum: int, frame: FrameType | None) -> None:
-        """The master judged this worker stuck in one request past --timeout."""
-        self.log.error("Worker %d aborted: no heartbeat for %gs", self.pid, self.settings.timeout)
+        """The master judged this worker stuck in one request past --timeout.
+
+        The stack says where it was stuck: the master's WORKER TIMEOUT line says
+        on which request, this one says in which code.
+        """
+        self.log.error(
+            "Worker %d aborted: no heartbeat for %gs; where it was:\n%s",
+            self.pid,
+            self.settings.timeout,
+            thread_stacks(frame),
+        )
         run_hook(self.settings, "worker_abort", self)
         raise RequestAborted()
 
@@ -291,9 +304,13 @@ class Worker:
         # Without a memory limit the heartbeat alone: nothing more per request.
         return self.after_request if self.settings.max_worker_memory else self.heartbeat.beat
 
-    def request_started(self) -> None:
-        """Count a request; the last one before max_requests says so in its response."""
+    def request_started(self, request: Request, peer: str) -> None:
+        """Count a request, and show it running in the heartbeat slot (for ctl and timeouts).
+
+        The last one before max_requests says so in its response.
+        """
         self.requests += 1
+        self.heartbeat.begin_request(time.monotonic(), f"{request.method} {request.target} {peer}".encode())
         service = self.service
         if service is not None and service.max_requests and self.requests >= service.max_requests:
             self.closing = True

@@ -65,13 +65,6 @@ def in_flight(server: Server, seconds: float) -> socket.socket:
     return client
 
 
-# Workers write the request they serve into their heartbeat slot (Heartbeat.begin_request) once
-# the request path calls it; until then status shows no current request.
-RECORDS_REQUESTS = pytest.mark.xfail(
-    reason="the workers do not call Heartbeat.begin_request yet", strict=False
-)
-
-
 @pytest.fixture
 def sock(tmp_path: Path) -> Path:
     return tmp_path / "ctl.sock"
@@ -99,7 +92,6 @@ def test_status_counts_requests_served_with_metrics_on(serve, sock):
     assert wait_until(lambda: [w["served"] for w in status(sock)["workers"]] == [5], 5), status(sock)
 
 
-@RECORDS_REQUESTS
 def test_status_shows_the_request_a_busy_worker_serves(serve, sock):
     server = serve(APP, "--workers", "2", "--control-socket", str(sock), workers=2)
     threads = slow_requests(server, 3)
@@ -425,7 +417,6 @@ def test_top_quits_on_ctrl_c(serve, sock, tmp_path):
 
 
 @NEEDS_TMUX
-@RECORDS_REQUESTS
 def test_top_shows_the_request_a_busy_worker_serves(serve, sock, tmp_path):
     server = serve(APP, "--workers", "2", "--control-socket", str(sock), workers=2)
     threads = slow_requests(server, 6)

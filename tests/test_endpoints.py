@@ -108,12 +108,12 @@ def test_the_current_request_is_readable_from_another_process():
     assert heartbeat.current_request() is None
     pid = os.fork()
     if pid == 0:
-        heartbeat.begin_request(b"GET /slow?x=1 10.0.0.7")
+        heartbeat.begin_request(time.monotonic(), b"GET /slow?x=1 10.0.0.7")
         os._exit(0)
     os.waitpid(pid, 0)
     line, elapsed = heartbeat.current_request()
     assert line == "GET /slow?x=1 10.0.0.7" and 0 <= elapsed < 5
-    heartbeat.begin_request(b"POST /" + b"a" * 1000)
+    heartbeat.begin_request(time.monotonic(), b"POST /" + b"a" * 1000)
     line, _ = heartbeat.current_request()
     assert len(line) == REQUEST_TEXT_SIZE and line.startswith("POST /aaa")
     heartbeat.end_request()

@@ -48,10 +48,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from forkserve.balance import Balancer, Scoreboard
 from forkserve.connection import Connection
+from forkserve.heartbeat import Heartbeats
 from forkserve.settings import Settings
 from forkserve.sockets import Address, Listener
 from forkserve.worker import Worker
@@ -234,16 +234,6 @@ def test_recycling_every_few_requests_loses_none(serve):
     assert recycled > 100
 
 
-class QuietHeartbeat:
-    """What a worker's leave() uses of its heartbeat."""
-
-    def beat(self) -> None:
-        pass
-
-    def mark_leaving(self) -> None:
-        pass
-
-
 def hello(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
@@ -261,7 +251,7 @@ def test_a_leaving_worker_that_had_stepped_aside_does_not_watch_the_listeners_ag
     sibling.publish(0)
     server = socket.create_server(("127.0.0.1", 0))
     listener = Listener(server, Address(family=socket.AF_INET, host="127.0.0.1", port=0))
-    heartbeat: Any = QuietHeartbeat()
+    heartbeat = Heartbeats().claim()
     worker = Worker(1, Settings(), [listener], heartbeat, seat, hello)
     service = worker.make_service(hello)
     worker.poller = select.epoll()
@@ -305,7 +295,7 @@ def test_a_request_crossing_a_leaving_workers_close_costs_no_part_of_the_respons
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
 
-    heartbeat: Any = QuietHeartbeat()
+    heartbeat = Heartbeats().claim()
     worker = Worker(1, Settings(), [], heartbeat, Scoreboard().claim(), big)
     service = worker.make_service(big)
     worker.closing = True  # the worker is leaving: this response says close

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import threading
@@ -143,11 +144,21 @@ def test_timeout_answers_the_stuck_request_and_replaces_the_worker(serve):
 
 @pytest.mark.parametrize("worker_class", WORKER_CLASSES)
 def test_worker_stuck_in_a_busy_loop_is_aborted(serve, worker_class):
-    server = serve("supervised:app", "-k", worker_class, "--timeout", "1")
+    # 3 s, not 1: the boot deadline is --timeout too, and a loaded machine can take
+    # more than a second to import gevent and patch it in.
+    server = serve("supervised:app", "-k", worker_class, "--timeout", "3")
     first = server.workers()[0]
     response = requests.get(server.url + "/spin?60", timeout=30)
     assert response.status_code == 504
     assert wait_until(lambda: server.workers() and first not in server.workers(), 10)
+    # The timeout explains itself: the master names the request, the worker shows its stack.
+    log = server.log()
+    assert re.search(
+        rf"WORKER TIMEOUT \(pid:{first}\) after 3s serving GET /spin\?60 127\.0\.0\.1:\d+ for [\d.]+s", log
+    )
+    stack = re.search(rf"Worker {first} aborted: .*; where it was:\n(Thread .*?:\n(  .*\n)+)", log)
+    assert stack, log
+    assert stack.group(1).rstrip().endswith("while time.monotonic() < deadline:")  # the app's loop, last
 
 
 @pytest.mark.parametrize("worker_class", WORKER_CLASSES)
