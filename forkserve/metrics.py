@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from .endpoints import Endpoint, Peer
 from .heartbeat import COUNTERS, Heartbeat
 from .lifecycle import Record, State
+from .settings import Settings
 from .sockets import BindError, Listener, SocketOptions, open_listener, parse_bind
 
 if TYPE_CHECKING:
@@ -87,12 +88,21 @@ class RequestMetrics:
     threads (--threads) lose no count without a lock.
     """
 
-    __slots__ = ("counters", "counts", "flushed", "rows", "started")
+    __slots__ = ("counters", "counts", "finished", "flushed", "rows", "started")
 
-    def __init__(self, counters: memoryview) -> None:
+    def __init__(self, counters: memoryview, concurrent: bool = True) -> None:
+        """``concurrent``: requests overlap in this worker (--threads, gevent).
+
+        Then the requests started and finished are written into the slot at once,
+        and the master reads what is in flight from their difference. A worker
+        that serves one request at a time counts them in two cells of its own
+        (copied by ``flush``), which costs a fraction of a shared store: the
+        master reads what is in flight from the slot's current request instead.
+        """
         self.counters = counters
         # The request path bumps ``started[0]`` itself as a request starts: no call.
-        self.started = counters[STARTED : STARTED + 1]
+        self.started = counters[STARTED : STARTED + 1] if concurrent else [0]
+        self.finished = counters[FINISHED : FINISHED + 1] if concurrent else [0]
         self.counts = [0] * LOCAL
         self.flushed = [0] * LOCAL
         rows: dict[str | bytes, int] = {}
@@ -111,7 +121,7 @@ class RequestMetrics:
         bucket = BUCKETS if nanoseconds <= FIRST_BOUND_NS else BUCKETS + bisect_left(BOUNDS_NS, nanoseconds)
         counts[bucket] += 1
         counts[DURATION_SUM] += nanoseconds
-        self.counters[FINISHED] += 1
+        self.finished[0] += 1
 
     def refused(self, status: int) -> None:
         """The parser refused a request (it never reached the app)."""
@@ -130,10 +140,18 @@ class RequestMetrics:
         for index, count in enumerate(self.counts):
             if count != flushed[index]:
                 counters[index] = flushed[index] = count
+        if isinstance(self.finished, list):  # one request at a time: the cells are ours
+            counters[FINISHED] = self.finished[0]
+            counters[STARTED] = self.started[0]
 
 
 OTHER_ROW = REQUESTS + (len(METHODS) - 1) * len(CLASSES)
 FIRST_BOUND_NS = BOUNDS_NS[0]
+
+
+def overlapping(settings: Settings) -> bool:
+    """Do this server's workers serve overlapping requests (--threads above 1, gevent)?"""
+    return settings.threads > 1 or settings.worker_class == "gevent"
 
 
 def served(heartbeat: Heartbeat) -> int:
@@ -233,15 +251,27 @@ class PoolMetrics:
         self.exits[exit_reason(record, stopping, generation)] += 1
         self.fold(record.worker.heartbeat)
 
-    def render(self, records: Iterable[Record], listeners: Iterable[Listener], threads: int = 1) -> str:
-        """The metrics page; ``threads`` is --threads (threads busy and idle are shown above 1)."""
+    def render(
+        self,
+        records: Iterable[Record],
+        listeners: Iterable[Listener],
+        threads: int = 1,
+        concurrent: bool = True,
+    ) -> str:
+        """The metrics page; ``threads`` is --threads (threads busy and idle are shown above 1).
+
+        ``concurrent``: the workers serve overlapping requests (see ``RequestMetrics``).
+        """
         records = list(records)
         live = [record.worker.heartbeat.counters.tolist() for record in records]
         totals = list(self.folded)
         for counters in live:
             for index in FOLDED:
                 totals[index] += counters[index]
-        in_flight = [max(0, c[STARTED] - c[FINISHED]) for c in live]
+        if concurrent:
+            in_flight = [max(0, c[STARTED] - c[FINISHED]) for c in live]
+        else:
+            in_flight = [int(r.worker.heartbeat.current_request() is not None) for r in records]
         out = Exposition()
         self.render_requests(out, totals, sum(in_flight))
         self.render_workers(out, records, in_flight, threads)
@@ -424,5 +454,10 @@ class MetricsServer:
         master = self.master
         return answer(
             request,
-            lambda: self.pool.render(master.workers.values(), master.listeners, master.settings.threads),
+            lambda: self.pool.render(
+                master.workers.values(),
+                master.listeners,
+                master.settings.threads,
+                concurrent=overlapping(master.settings),
+            ),
         )

@@ -46,7 +46,14 @@ from .heartbeat import Heartbeat
 from .hooks import run_hook
 from .http.parser import Limits, Request
 from .logs import access_wanted
-from .metrics import LEFT_MAX_REQUESTS, LEFT_MEMORY, LEFT_TIMEOUT, RequestMetrics, leaving_because
+from .metrics import (
+    LEFT_MAX_REQUESTS,
+    LEFT_MEMORY,
+    LEFT_TIMEOUT,
+    RequestMetrics,
+    leaving_because,
+    overlapping,
+)
 from .process import (
     EXIT_ABORTED,
     EXIT_APP_LOAD_ERROR,
@@ -250,7 +257,7 @@ class Worker:
             self.statsd = StatsD(s.statsd_host, s.statsd_prefix, s.dogstatsd_tags)
             self.statsd.count_log_lines(self.log)
         if s.metrics_bind:
-            self.metrics = RequestMetrics(self.heartbeat.counters)
+            self.metrics = RequestMetrics(self.heartbeat.counters, concurrent=overlapping(s))
         # As in Gunicorn, 0 lifts a limit; the whole head stays bounded by limit_request_head.
         limits = Limits(
             request_line=s.limit_request_line or s.limit_request_head,

@@ -301,3 +301,33 @@ def scrape_unix(path: Path, request: bytes) -> bytes:
         sock.settimeout(10)
         sock.connect(str(path))
         return http_exchange(sock, request)
+
+
+def test_a_sync_worker_shows_its_request_in_flight_from_its_slot(serve):
+    """One request at a time: in flight and busy come from the request the slot shows."""
+    server = serve("basic:app", "--workers", "2", "--metrics-bind", "127.0.0.1:0", workers=2)
+    url = metrics_url(server)
+    idle = parse_exposition(requests.get(url, timeout=10).text)
+    assert value(idle, "forkserve_http_requests_in_flight") == 0
+    assert value(idle, "forkserve_workers", state="idle") == 2
+    sleeping = threading.Thread(target=requests.get, args=(server.url + "/sleep?2",), kwargs={"timeout": 10})
+    sleeping.start()
+    try:
+
+        def running() -> dict:
+            samples = parse_exposition(requests.get(url, timeout=10).text)
+            return samples if value(samples, "forkserve_http_requests_in_flight") == 1 else {}
+
+        assert wait_until(running, timeout=10)
+        samples = running()
+        assert value(samples, "forkserve_workers", state="busy") == 1
+        assert value(samples, "forkserve_workers", state="idle") == 1
+    finally:
+        sleeping.join(15)
+
+    def settled() -> dict:  # finished, and flushed within a second
+        samples = parse_exposition(requests.get(url, timeout=10).text)
+        done = value(samples, "forkserve_http_requests_total", method="GET", status_class="2xx")
+        return samples if done == 1 and value(samples, "forkserve_http_requests_in_flight") == 0 else {}
+
+    assert wait_until(settled, timeout=10)
