@@ -217,28 +217,31 @@ def test_a_scrape_passes_promtool_over_a_unix_socket_with_threads(serve, tmp_pat
     assert scrape_unix(path, b"DELETE /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405 ")
 
 
+def while_one_sleeps(server, url: str) -> dict:
+    """The scrape taken while one request to /sleep?2 is in flight."""
+    sleeping = threading.Thread(target=requests.get, args=(server.url + "/sleep?2",), kwargs={"timeout": 10})
+    sleeping.start()
+    try:
+
+        def running() -> dict:
+            samples = parse_exposition(requests.get(url, timeout=10).text)
+            return samples if value(samples, "forkserve_http_requests_in_flight") == 1 else {}
+
+        assert wait_until(running, timeout=10)
+        return running()
+    finally:
+        sleeping.join(15)
+
+
 def test_the_gevent_worker_counts_requests_in_flight_and_connections(serve):
     server = serve("gevent_app:app", "-k", "gevent", "--metrics-bind", "127.0.0.1:0")
     url = metrics_url(server)
     with requests.Session() as session:  # one keep-alive connection
         for _ in range(3):
             assert session.post(server.url + "/length", data=b"abc", timeout=10).text == "3"
-        sleeping = threading.Thread(
-            target=requests.get, args=(server.url + "/sleep?2",), kwargs={"timeout": 10}
-        )
-        sleeping.start()
-        try:
-
-            def running() -> dict:
-                samples = parse_exposition(requests.get(url, timeout=10).text)
-                return samples if value(samples, "forkserve_http_requests_in_flight") == 1 else {}
-
-            assert wait_until(running, timeout=10)
-            samples = running()
-            assert value(samples, "forkserve_workers", state="busy") == 1
-            assert value(samples, "forkserve_connections_open") == 2
-        finally:
-            sleeping.join(15)
+        samples = while_one_sleeps(server, url)
+        assert value(samples, "forkserve_workers", state="busy") == 1
+        assert value(samples, "forkserve_connections_open") == 2
 
     def counted() -> dict:  # workers copy their counts into shared memory once a second
         samples = parse_exposition(requests.get(url, timeout=10).text)
@@ -310,20 +313,9 @@ def test_a_sync_worker_shows_its_request_in_flight_from_its_slot(serve):
     idle = parse_exposition(requests.get(url, timeout=10).text)
     assert value(idle, "forkserve_http_requests_in_flight") == 0
     assert value(idle, "forkserve_workers", state="idle") == 2
-    sleeping = threading.Thread(target=requests.get, args=(server.url + "/sleep?2",), kwargs={"timeout": 10})
-    sleeping.start()
-    try:
-
-        def running() -> dict:
-            samples = parse_exposition(requests.get(url, timeout=10).text)
-            return samples if value(samples, "forkserve_http_requests_in_flight") == 1 else {}
-
-        assert wait_until(running, timeout=10)
-        samples = running()
-        assert value(samples, "forkserve_workers", state="busy") == 1
-        assert value(samples, "forkserve_workers", state="idle") == 1
-    finally:
-        sleeping.join(15)
+    samples = while_one_sleeps(server, url)
+    assert value(samples, "forkserve_workers", state="busy") == 1
+    assert value(samples, "forkserve_workers", state="idle") == 1
 
     def settled() -> dict:  # finished, and flushed within a second
         samples = parse_exposition(requests.get(url, timeout=10).text)
