@@ -265,7 +265,7 @@ class Control:
                 "generation": master.generation,
                 "wanted": master.wanted,
                 "reloading": master.reloading is not None,
-                "stopping": master.exit_code is not None,
+                "stopping": master.exit_code is not None or bool(master.stop_at),
                 "listening": [listener.url for listener in master.listeners],
             },
             "workers": [describe(record, now, bool(master.settings.metrics_bind)) for record in records],

@@ -6,6 +6,13 @@ WSGI call (``wsgi.Exchange``), turns what the app raised into a status for
 the client and a line for the error log, and records the request
 (``record()``: the access log and StatsD). It never touches the
 connection's phases: it says what the connection should do next (``After``).
+
+With --health-path, a GET or HEAD of exactly that path (the query string
+aside) is answered first, by ``answer_health()``: no environ, no hooks, no
+app, and none of the request's bookkeeping. It is not counted towards
+--max-requests, not in the metrics or StatsD, and not in the access log:
+a load balancer or Kubernetes probes every few seconds, and those lines
+would bury the requests people read the log for.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from .http.errors import BadRequest
 from .http.parser import Request
 from .http.response import simple_response
 from .proxy import apply_forwarded, apply_forwarder_headers
-from .service import Service
+from .service import Health, Service
 from .streams import EMPTY_INPUT, InputStream
 from .transport import BodyTooSlow, ClientGone, Transport
 from .wsgi import Exchange
@@ -55,6 +62,9 @@ class After(Enum):
 def serve(connection: Connection, request: Request) -> After:
     """Run the app for one request and send its response."""
     service = connection.service
+    health = service.health
+    if health is not None and request.path == health.path and request.method in HEALTH_METHODS:
+        return answer_health(connection, request, health)
     host = connection.host
     host.request_started(request, connection.peer)
     metrics = service.metrics
@@ -136,6 +146,31 @@ def serve(connection: Connection, request: Request) -> After:
     if transport.body_error is not None:  # the app swallowed it: the framing is lost all the same
         return After.REFUSE
     return After.NEXT if exchange.keep_alive else After.CLOSE
+
+
+HEALTH_METHODS = ("GET", "HEAD")
+
+
+def answer_health(connection: Connection, request: Request, health: Health) -> After:
+    """--health-path: 200 while serving; 503 and close once the master has begun a graceful stop."""
+    service, transport = connection.service, connection.transport
+    transport.start(False)
+    if health.stopping():
+        status, body, keep = b"503 Service Unavailable", b"stopping\n", False
+    else:
+        status, body = b"200 OK", b"OK\n"
+        keep = request.keep_alive and service.keepalive > 0 and not connection.host.closing
+    head = b"HTTP/1.1 %s\r\n%sContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n" % (
+        status,
+        service.server_headers(),
+        len(body),
+        b"keep-alive" if keep else b"close",
+    )
+    try:
+        transport.send(head if request.method == "HEAD" else head + body)
+    except ClientGone:
+        return After.GONE
+    return After.NEXT if keep else After.CLOSE
 
 
 def judge_underscored(

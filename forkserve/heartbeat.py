@@ -18,6 +18,17 @@ metrics): the request it is serving now (``begin_request()``, when it
 started and its first line) and a block of counters that ``metrics.py``
 lays out. A reader in the master may see a request line half rewritten;
 it is for people, so that is harmless, and no lock is worth its cost here.
+
+One byte after the last slot belongs to the whole pool: ``stopping``,
+set by the master once when a graceful stop begins (``begin_stopping()``)
+and read by every worker's ``--health-path`` answer (503 from then on).
+Pool-wide rather than a flag in each slot, because a per-slot flag would
+have to be written into every live slot and again into each slot claimed
+later (``claim()`` clears a slot, and workers still boot during
+--shutdown-delay); one byte is set once and every worker, whoever forked
+it (master or template), sees it. A master started by SIGUSR2 maps a
+region of its own, so the old master's stop never turns its successor's
+readiness off.
 """
 
 from __future__ import annotations
@@ -39,14 +50,16 @@ COUNTERS_OFFSET = 256
 COUNTERS = 96  # unsigned 64-bit counters, laid out by metrics.py
 SLOT_SIZE = COUNTERS_OFFSET + 8 * COUNTERS  # 1 KiB: pages are only touched for slots in use
 SLOTS = 1024  # workers alive at once, old and new generations together
+_STOPPING = SLOT_SIZE * SLOTS  # the pool's byte, after the last slot
 
 
 class Heartbeats:
     """The pool's shared region, one slot per live worker (the master hands them out)."""
 
     def __init__(self) -> None:
-        self._region = mmap.mmap(-1, SLOT_SIZE * SLOTS)  # MAP_SHARED: survives fork
+        self._region = mmap.mmap(-1, SLOT_SIZE * SLOTS + 8)  # MAP_SHARED: survives fork
         self._free = list(range(SLOTS - 1, -1, -1))
+        self._stopping = memoryview(self._region)[_STOPPING : _STOPPING + 1]
 
     def claim(self) -> Heartbeat:
         """A fresh slot for a new worker."""
@@ -58,18 +71,29 @@ class Heartbeats:
 
     def at(self, slot: int) -> Heartbeat:
         """The heartbeat in ``slot`` (a template process builds its workers' with this)."""
-        return Heartbeat(memoryview(self._region)[slot * SLOT_SIZE : (slot + 1) * SLOT_SIZE], slot)
+        return Heartbeat(
+            memoryview(self._region)[slot * SLOT_SIZE : (slot + 1) * SLOT_SIZE], slot, self._stopping
+        )
 
     def release(self, heartbeat: Heartbeat) -> None:
         """The worker has exited: its slot is free again."""
         self._free.append(heartbeat.slot)
 
+    def begin_stopping(self) -> None:
+        """A graceful stop has begun: every worker's health path answers 503 from now on."""
+        self._stopping[0] = 1
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping[0] == 1
+
 
 class Heartbeat:
     """One worker's slot."""
 
-    def __init__(self, page: memoryview, slot: int) -> None:
+    def __init__(self, page: memoryview, slot: int, stopping: memoryview) -> None:
         self._page = page
+        self._stopping = stopping  # the pool's byte (see the module docstring)
         # One aligned 8-byte store and load (slots are 16-byte aligned). struct's
         # pack_into clears the bytes before writing them, and a master reading in
         # that moment saw a stamp of 0: a healthy worker "timed out" and was aborted.
@@ -113,6 +137,11 @@ class Heartbeat:
     @property
     def busy(self) -> bool:
         return self._page[_BUSY_OFFSET] == 1
+
+    @property
+    def stopping(self) -> bool:
+        """The master has begun a graceful stop (--health-path answers 503)."""
+        return self._stopping[0] == 1
 
     def current_request(self) -> tuple[str, float] | None:
         """(request line, seconds it has run) while the worker serves one, else None."""

@@ -142,6 +142,7 @@ class Master:
         self.metrics: MetricsServer | None = None  # --metrics-bind (metrics.py)
         self.pressure_since = 0.0  # --workers-max: when the current stretch of pressure began
         self.quiet_since = 0.0  # ... and of quiet
+        self.stop_at = 0.0  # --shutdown-delay: when the graceful stop a SIGTERM asked for begins
 
     # -- the loop --------------------------------------------------------
 
@@ -171,6 +172,7 @@ class Master:
             self.tend_templates()
             self.observe()
             self.abort_stuck()
+            self.check_shutdown_delay()
             self.check_reload()
             self.check_ready()
             self.size_pool()
@@ -219,12 +221,24 @@ class Master:
         return fork_child(child)
 
     def sleep_time(self) -> float:
+        wait = self.usual_sleep_time()
+        if self.stop_at:  # wake when the shutdown delay ends
+            wait = min(wait, max(0.01, self.stop_at - time.monotonic()))
+        return wait
+
+    def usual_sleep_time(self) -> float:
         booting = any(record.state is State.BOOTING for record in self.workers.values())
         if booting or any(not t.ready and not t.stopped for t in self.templates.values()):
             return 0.1  # waiting for workers or a template to boot: look often
         if self.settings.workers_max:
             return SCALE_CHECK
         return max(0.05, min(1.0, self.spawn_after - time.monotonic())) if self.spawn_after else 1.0
+
+    def check_shutdown_delay(self) -> None:
+        """--shutdown-delay: once it has passed, the graceful stop SIGTERM asked for begins."""
+        if self.stop_at and self.exit_code is None and time.monotonic() >= self.stop_at:
+            self.log.info("Shutdown delay over: graceful stop")
+            self.exit_code, self.graceful = 0, True
 
     def dispatch(self, signum: int) -> None:
         name = signal.Signals(signum).name.lower()
@@ -238,8 +252,24 @@ class Master:
         """Reaping happens in the loop right after the signals."""
 
     def handle_term(self) -> None:
-        """Graceful stop: workers serve what is queued and in flight, then all exit."""
-        self.log.info("Handling SIGTERM: graceful stop")
+        """Graceful stop: workers serve what is queued and in flight, then all exit.
+
+        --health-path answers 503 from here on. With --shutdown-delay the stop
+        itself waits: everything keeps serving until ``stop_at``, which the loop
+        checks (``check_shutdown_delay``), so signals and reaping go on meanwhile.
+        A second SIGTERM (or ``ctl stop``) during the delay stops at once.
+        """
+        self.heartbeats.begin_stopping()
+        delay = self.settings.shutdown_delay
+        if delay and not self.stop_at:
+            self.log.info("Handling SIGTERM: graceful stop after the shutdown delay")
+            self.log.info("Shutdown delay: readiness says 503; stopping in %gs", delay)
+            self.stop_at = time.monotonic() + delay
+            return
+        if self.stop_at:
+            self.log.info("Handling SIGTERM again during the shutdown delay: graceful stop now")
+        else:
+            self.log.info("Handling SIGTERM: graceful stop")
         self.exit_code, self.graceful = 0, True
 
     def handle_int(self) -> None:
@@ -718,6 +748,7 @@ class Master:
     def stop(self) -> int:
         """Stop every worker (gracefully or quickly), close the sockets, return the exit code."""
         systemd.notify("STOPPING=1")
+        self.heartbeats.begin_stopping()  # however the stop came: --health-path answers 503
         self.retire_templates(set())
         signum = signal.SIGTERM if self.graceful else signal.SIGQUIT
         grace = self.settings.graceful_timeout if self.graceful else QUICK_STOP_GRACE

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class Health:
+    """--health-path: the path answered without the app, and whether the master is stopping."""
+
+    path: str
+    stopping: Callable[[], bool]  # the pool's flag in the heartbeat region (heartbeat.py)
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     """A worker's configuration as its connections read it."""
 
@@ -51,6 +59,7 @@ class Service:
     metrics: RequestMetrics | None = None  # --metrics-bind: counts into the heartbeat slot
     busy: Callable[[bool], None] | None = None  # --workers-max: says when a request is running
     dispatch: Callable[[Connection, Request], None] | None = None  # --threads: run in a pool
+    health: Health | None = None  # --health-path: answered in handler.serve(), never by the app
     pre_request: Callable[[Request], None] | None = None
     post_request: Callable[[Request, dict[str, Any], Exchange], None] | None = None
 

@@ -164,6 +164,10 @@ def metrics_address(value: str) -> str | None:
     return "takes HOST:PORT or unix:PATH, not fd://" if address.fd >= 0 or address.name else None
 
 
+def url_path(value: str) -> str | None:
+    return None if not value or value.startswith("/") else "must be empty or start with /"
+
+
 def umask_range(value: int) -> str | None:
     return None if 0 <= value <= 0o777 else "must be between 0 and 0o777"
 
@@ -540,6 +544,22 @@ class Settings:
         "--graceful-timeout",
         help="Seconds workers get to finish in-flight requests when stopping.",
         check=at_least(0),
+    )
+    shutdown_delay: float = setting(
+        0.0,
+        "--shutdown-delay",
+        help="On SIGTERM, keep accepting and serving for this many seconds while --health-path "
+        "already answers 503 (load balancers and Kubernetes take the host out), then stop as usual.",
+        metavar="SECONDS",
+        check=at_least(0),
+    )
+    health_path: str = setting(
+        "",
+        "--health-path",
+        help="Answer GET/HEAD of this path in the worker, without calling the app: 200 while serving, "
+        "503 once a graceful stop has begun. Not logged, not counted in metrics. Off when empty.",
+        metavar="PATH",
+        check=url_path,
     )
     max_requests: int = setting(
         0, "--max-requests", help="Recycle a worker after this many requests. 0 disables.", check=at_least(0)
@@ -1054,6 +1074,8 @@ FORKSERVE_ONLY = frozenset(
         "workers_max",
         "scale_down_after",
         "reload_mode",
+        "shutdown_delay",
+        "health_path",
     }
 )
 

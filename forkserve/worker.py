@@ -69,7 +69,7 @@ from .process import (
 )
 from .proxy import ProxyTrust
 from .reloader import FileWatcher
-from .service import Service
+from .service import Health, Service
 from .settings import Settings
 from .sockets import Listener
 from .statsd import StatsD
@@ -293,6 +293,7 @@ class Worker:
             metrics=self.metrics,
             busy=self.heartbeat.set_busy if s.workers_max else None,
             dispatch=self.dispatch if self.request_threads() > 1 else None,
+            health=Health(s.health_path, lambda: self.heartbeat.stopping) if s.health_path else None,
             pre_request=self.pre_request_hook(),
             post_request=(
                 (lambda req, environ, resp: run_hook(s, "post_request", self, req, environ, resp))
