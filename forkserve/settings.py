@@ -548,18 +548,18 @@ class Settings:
     shutdown_delay: float = setting(
         0.0,
         "--shutdown-delay",
-        help="On SIGTERM, keep accepting and serving for this many seconds while --health-path "
-        "already answers 503 (load balancers and Kubernetes take the host out), then stop as usual.",
         metavar="SECONDS",
         check=at_least(0),
+        help="On SIGTERM, keep accepting and serving for this many seconds while --health-path "
+        "already answers 503 (load balancers and Kubernetes take the host out), then stop as usual.",
     )
     health_path: str = setting(
         "",
         "--health-path",
-        help="Answer GET/HEAD of this path in the worker, without calling the app: 200 while serving, "
-        "503 once a graceful stop has begun. Not logged, not counted in metrics. Off when empty.",
         metavar="PATH",
         check=url_path,
+        help="Answer GET/HEAD of this path in the worker, without calling the app: 200 while serving, "
+        "503 once a graceful stop has begun. Not logged, not counted in metrics. Off when empty.",
     )
     max_requests: int = setting(
         0, "--max-requests", help="Recycle a worker after this many requests. 0 disables.", check=at_least(0)
