@@ -115,6 +115,10 @@ class Server:
         )
         if not ok or self.proc.poll() is not None:
             raise AssertionError(f"forkserve did not become ready:\n{self.log()}")
+        # With --preload a worker can say it booted a moment before the template's
+        # intermediate process exits and hands it to the master: let it arrive.
+        # (No assertion: a test may start workers that are meant to die.)
+        wait_until(lambda: len(workers_of(self.pid)) >= workers, 5)
         self.urls = [url for url, _ in LISTENING.findall(self.log())]
 
     @property
