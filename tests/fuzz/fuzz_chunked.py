@@ -15,7 +15,7 @@ bit 7 byte by byte. Run: ``python tests/fuzz/run.py chunked``.
 
 from __future__ import annotations
 
-from harness import fuzz_main, instrumented, read_input
+from harness import fuzz_main, instrumented, read_input, same_whole_and_in_pieces
 
 with instrumented(__name__ == "__main__"):
     from forkserve.http.body import MAX_CHUNK_SIZE, ChunkedBody
@@ -78,13 +78,7 @@ def reference(data: bytes) -> bytes:
 
 def check(data: bytes) -> None:
     fuzz = read_input(data)
-    limits = SMALL if fuzz.options & 1 else DEFAULT
-    size = (fuzz.options >> 1) & 0x3F or -1
-    whole = decode([fuzz.payload], limits)
-    pieces = decode(fuzz.pieces(), limits, size)
-    if pieces != whole:
-        raise AssertionError(f"outcome depends on the split:\n whole:  {whole}\n pieces: {pieces}")
-    decoded, end = whole
+    decoded, end = same_whole_and_in_pieces(fuzz, decode, SMALL, DEFAULT)
     if end[0] == "rest":
         rest = end[1]
         assert isinstance(rest, bytes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness import fuzz_main, instrumented, read_input
+from harness import fuzz_main, instrumented, read_input, same_whole_and_in_pieces
 
 with instrumented(__name__ == "__main__"):
     from forkserve.http.errors import HTTPError
@@ -78,13 +78,7 @@ def drive(pieces: list[bytes], limits: Limits | None = None, size: int = -1) -> 
 
 
 def check(data: bytes) -> None:
-    fuzz = read_input(data)
-    limits = SMALL if fuzz.options & 1 else DEFAULT
-    size = (fuzz.options >> 1) & 0x3F or -1
-    whole = drive([fuzz.payload], limits)
-    pieces = drive(fuzz.pieces(), limits, size)
-    if pieces != whole:
-        raise AssertionError(f"outcome depends on the split:\n whole:  {whole}\n pieces: {pieces}")
+    same_whole_and_in_pieces(read_input(data), drive, SMALL, DEFAULT)
 
 
 TestOneInput = check

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 MAX_CUTS = 8
 FUZZ_DIR = Path(__file__).resolve().parent
@@ -53,6 +54,26 @@ def make_input(payload: bytes, options: int = 0, cuts: tuple[int, ...] = ()) -> 
     """The inverse of ``read_input``: used for seeds and regression inputs."""
     assert len(cuts) <= MAX_CUTS
     return bytes([options, len(cuts)]) + b"".join(c.to_bytes(2, "big") for c in cuts) + payload
+
+
+Outcome = TypeVar("Outcome")
+
+
+def same_whole_and_in_pieces(
+    fuzz: FuzzInput, run: Callable[..., Outcome], small: Any, default: Any
+) -> Outcome:
+    """``run(pieces, limits[, size])`` on the whole payload and on its pieces must agree.
+
+    Options bit 0 picks the ``small`` limits over the ``default`` ones; bits 1-6
+    the read size for the pieces (0: all that is buffered). Returns the outcome.
+    """
+    limits = small if fuzz.options & 1 else default
+    size = (fuzz.options >> 1) & 0x3F or -1
+    whole = run([fuzz.payload], limits)
+    pieces = run(fuzz.pieces(), limits, size)
+    if pieces != whole:
+        raise AssertionError(f"outcome depends on the split:\n whole:  {whole}\n pieces: {pieces}")
+    return whole
 
 
 def split(data: bytes, cuts: tuple[int, ...] | list[int]) -> list[bytes]:
