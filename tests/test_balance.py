@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import signal
 import socket
+import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import ResponseReader, wait_until
 
-from forkserve.balance import ACCEPT_MAX, STEP_ASIDE_MARGIN, Scoreboard, Share, fair_share
+from forkserve.balance import ACCEPT_MAX, STEP_ASIDE_MARGIN, Scoreboard, Seat, Share, fair_share, steps_back
 from forkserve.sockets import Address, Listener
 
 
@@ -68,6 +71,136 @@ def test_fair_share_always_takes_one_and_says_when_a_worker_may_step_aside():
     assert fair_share(5, 0, [(0, 2)]).take == 1  # told, but another worker took them first: accept finds none
 
 
+def test_a_worker_that_held_no_connection_keeps_its_place_in_the_kernels_queue():
+    assert steps_back(0, [0]) is False  # an idle pool: the same (warm) worker takes the next one too
+    assert steps_back(0, [0, 4]) is False
+    assert steps_back(1, [0]) is True  # its last connection stayed open: the next goes to another
+    assert steps_back(1, [1]) is True  # it would hold more than the other
+    assert steps_back(3, [4]) is False  # it would hold no more than the other
+    assert steps_back(6, []) is False  # alone
+
+
+def _first_in_the_queue_takes_each(workers: int, connections: int, stay_open: bool) -> list[int]:
+    """The kernel's side, modelled: each connection goes to the first worker in the queue
+    (all idle between connections), which steps back as ``steps_back`` says."""
+    queue, held, served = list(range(workers)), [0] * workers, [0] * workers
+    for _ in range(connections):
+        taker = queue[0]
+        if steps_back(held[taker], [held[i] for i in range(workers) if i != taker]):
+            queue.append(queue.pop(0))
+        served[taker] += 1
+        held[taker] += stay_open
+    return served
+
+
+def test_connections_closed_at_once_stay_on_one_worker_while_kept_ones_spread():
+    for workers in (2, 3, 4):
+        assert _first_in_the_queue_takes_each(workers, 12, stay_open=False)[0] == 12
+        for connections in range(1, 13):
+            spread = _first_in_the_queue_takes_each(workers, connections, stay_open=True)
+            # Only the first connection of an idle pool is taken without stepping back.
+            assert max(spread) - min(spread) <= 2, (workers, connections, spread)
+        assert max(spread) - min(spread) <= 1, (workers, spread)
+
+
+def test_taking_a_connection_publishes_the_load_and_says_whether_to_step_back():
+    board = Scoreboard()
+    first, second = board.claim(), board.claim()
+    second.publish(0)
+    assert first.took_one(0) is False
+    assert second.others() == [(1, first.index)]
+    assert first.took_one(1) is True
+    assert second.others() == [(2, first.index)]
+    assert board.claim().took_one(0) is False  # a third seat that never served is not counted
+    spare = Seat(board.entries, 0, board.pool)  # no seat left: balancing is off
+    assert spare.took_one(5) is False
+
+
+def _in_epoll_wait(task: int | str) -> bool:
+    """Is this process (or "self/task/TID") blocked in epoll_wait, by the kernel's word?"""
+    wchan = Path(f"/proc/{task}/wchan").read_text()
+    return "epoll" in wchan or wchan == "ep_poll"
+
+
+class _Waiter:
+    """A thread with its own epoll watching ``server`` with EPOLLEXCLUSIVE, as a worker does."""
+
+    def __init__(self, server: socket.socket, name: str, took: list[str]) -> None:
+        self.server, self.name, self.took = server, name, took
+        self.poller = select.epoll()
+        self.poke_r, self.poke_w = os.pipe()
+        self.poller.register(self.poke_r, select.EPOLLIN)
+        self.poller.register(server.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self.resume = threading.Event()
+        self.stopping = False
+        self.tid = 0  # set by the thread itself
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        self.tid = threading.get_native_id()
+        while not self.stopping:
+            for fd, _ in self.poller.poll(10):
+                if fd == self.poke_r:  # told to be busy: out of epoll until resumed
+                    os.read(self.poke_r, 16)
+                    self.resume.wait(10)
+                    self.resume.clear()
+                    continue
+                with contextlib.suppress(BlockingIOError):
+                    self.server.accept()[0].close()
+                    self.took.append(self.name)
+
+    def waiting(self) -> bool:
+        """Is the thread blocked in epoll_wait (not merely runnable)?"""
+        return bool(self.tid) and _in_epoll_wait(f"self/task/{self.tid}")
+
+    def busy(self) -> None:
+        os.write(self.poke_w, b"!")
+        assert wait_until(lambda: not self.waiting(), 5)
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.resume.set()
+        os.write(self.poke_w, b"!")
+        self.thread.join(10)
+        self.poller.close()
+        os.close(self.poke_r)
+        os.close(self.poke_w)
+
+
+def test_the_kernel_wakes_the_first_waiting_watcher_and_passes_over_a_busy_one():
+    """What the warm worker rests on (balance.py): a new connection wakes the first
+    epoll, in registration order, that is waiting; one that is not is passed over."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    took: list[str] = []
+    first = _Waiter(server, "first", took)
+    second = _Waiter(server, "second", took)
+
+    def connect_once() -> str:
+        assert wait_until(lambda: first.waiting() or second.waiting(), 5)
+        count = len(took)
+        socket.create_connection(server.getsockname()).close()
+        assert wait_until(lambda: len(took) > count, 5)
+        return took[-1]
+
+    try:
+        assert wait_until(lambda: first.waiting() and second.waiting(), 5)
+        assert [connect_once() for _ in range(3)] == ["first"] * 3
+        first.busy()
+        assert connect_once() == "second"  # at once: it did not wait for the busy one
+        first.resume.set()
+        assert wait_until(lambda: first.waiting() and second.waiting(), 5)
+        assert connect_once() == "first"
+        first.poller.unregister(server.fileno())  # a step back: to the end of the queue
+        first.poller.register(server.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        assert [connect_once() for _ in range(2)] == ["second"] * 2
+    finally:
+        first.stop()
+        second.stop()
+        server.close()
+
+
 def test_a_listener_reports_how_many_connections_wait_in_its_queue(tmp_path):
     server = socket.create_server(("127.0.0.1", 0))
     listener = Listener(server, Address(family=socket.AF_INET, host="127.0.0.1", port=0))
@@ -115,15 +248,25 @@ def _pid_of_one_request(sock: socket.socket) -> int:
 
 
 def _serving_pids(server, workers: int) -> set[int]:
-    """Ask over fresh connections (closed at once) until every worker has answered."""
+    """Ask over fresh connections, each kept open, until every worker has answered; then close them.
+
+    Kept open, because connections that close at once all go to the same
+    idle worker (the warm one), by design.
+    """
     seen: set[int] = set()
+    held: list[socket.socket] = []
 
     def ask() -> bool:
-        with contextlib.closing(server.connect()) as sock:
-            seen.add(_pid_of_one_request(sock))
+        held.append(server.connect())
+        seen.add(_pid_of_one_request(held[-1]))
         return len(seen) == workers
 
-    assert wait_until(ask, 10)
+    try:
+        assert wait_until(ask, 10)
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.3)  # let the workers read their clients' EOFs: the pool is idle again
     return seen
 
 
@@ -232,3 +375,42 @@ def test_a_worker_that_stepped_aside_takes_the_connections_a_stuck_sibling_leave
         os.kill(busy, signal.SIGCONT)
         for sock in kept + waiting:
             sock.close()
+
+
+def _pid_of_a_closed_connection(server, target: str = "/pid") -> int:
+    """One request over a fresh connection that says Connection: close; the pid that answered."""
+    with contextlib.closing(server.connect()) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % target.encode())
+        status, _, body = ResponseReader(sock).read()
+    assert status == 200
+    return int(body)
+
+
+def test_at_low_load_one_connection_after_another_goes_to_the_same_warm_worker(serve):
+    server = serve("supervised:app", "--workers", "2", workers=2)
+    _serving_pids(server, 2)
+    pids: Counter = Counter()
+    for _ in range(20):
+        time.sleep(0.02)  # the worker that answered is waiting for connections again
+        pids[_pid_of_a_closed_connection(server)] += 1
+    # Taking turns, as forkserve did before, splits them 10/10. (A connection that
+    # comes while the warm worker is not yet back in epoll goes to the other.)
+    assert max(pids.values()) >= 17, pids
+
+
+def test_a_busy_warm_worker_leaves_the_next_connection_to_its_idle_sibling(serve):
+    server = serve("slow_pid:app", "--workers", "2", workers=2)
+    workers = _serving_pids(server, 2)
+    _pid_of_a_closed_connection(server, "/?0")  # warms one of them
+    time.sleep(0.02)
+    with contextlib.closing(server.connect()) as slow:
+        slow.sendall(b"GET /?5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert wait_until(lambda: not all(_in_epoll_wait(pid) for pid in workers), 5)
+        (busy,) = [pid for pid in workers if not _in_epoll_wait(pid)]
+        assert _pid_of_a_closed_connection(server, "/?0") == workers.difference({busy}).pop()
+        slow.setblocking(False)
+        with pytest.raises(BlockingIOError):  # the slow one is still in the app
+            slow.recv(1)
+        slow.setblocking(True)
+        status, _, body = ResponseReader(slow).read()
+        assert (status, int(body)) == (200, busy)
