@@ -9,6 +9,13 @@ load generator and from the scheduler, which share the two cores in
     python benchmarks/profile_hot_path.py                 # µs per request, each step
     python benchmarks/profile_hot_path.py --profile       # cProfile of the loop
     python benchmarks/profile_hot_path.py --httptools     # parser vs httptools
+    python benchmarks/profile_hot_path.py --instructions  # instructions per request, metrics off/on
+
+``--instructions`` runs the full-request loop under ``valgrind --tool=callgrind``
+at two loop lengths and divides the difference, so start-up cancels out. An
+instruction count does not depend on what else the machine is doing, which
+makes it the figure for small differences such as the cost of
+``--metrics-bind`` (wall-clock A/B runs spread wider than that effect).
 
 Steps timed separately: the whole request over the socket pair, the parser
 alone, ``build_environ()``, and the response (``Exchange.run()`` into a
@@ -21,9 +28,13 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
+import re
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -73,13 +84,13 @@ def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterab
     return [BODY]
 
 
-def make_worker(app: Callable[..., Iterable[bytes]]) -> tuple[Worker, Service]:
-    """A worker and its Service, built by ``Worker.make_service`` itself with default settings.
+def make_worker(app: Callable[..., Iterable[bytes]], **settings: Any) -> tuple[Worker, Service]:
+    """A worker and its Service, built by ``Worker.make_service`` itself (default settings unless given).
 
     The same constructor the workers use, so the profile can never drift from
     what they run (defaults, hooks, the heartbeat's real store).
     """
-    worker = Worker(1, Settings(), [], Heartbeats().claim(), Scoreboard().claim(), app)
+    worker = Worker(1, Settings(**settings), [], Heartbeats().claim(), Scoreboard().claim(), app)
     return worker, worker.make_service(app)
 
 
@@ -119,11 +130,11 @@ def per_call(fn: Callable[[], object], n: int) -> float:
 # -- the steps -----------------------------------------------------------------
 
 
-def connection_loop(request: bytes, tcp: bool) -> Callable[[], object]:
+def connection_loop(request: bytes, tcp: bool, **settings: Any) -> Callable[[], object]:
     """One request through Connection.on_readable(), client side included."""
     client, server = socket_pair(tcp)
     server.setblocking(False)
-    worker, service = make_worker(hello)
+    worker, service = make_worker(hello, **settings)
     connection = Connection(server, make_base(), service, worker)
 
     def one() -> None:
@@ -253,6 +264,47 @@ def profile(n: int, tcp: bool, request: bytes) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
 
+# -- instructions under callgrind ----------------------------------------------
+
+LOOP_LENGTHS = (2000, 6000)
+
+
+def loop_only(n: int, metrics: bool) -> None:
+    """What callgrind runs: ``n`` wrk requests through the full path, nothing else."""
+    one = connection_loop(WRK, tcp=False, **({"metrics_bind": ["127.0.0.1:0"]} if metrics else {}))
+    for _ in range(n):
+        one()
+
+
+def instructions(n: int, metrics: bool) -> int:
+    """Instructions callgrind counts for the whole process running ``loop_only(n, metrics)``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        argv = [sys.executable, __file__, "--loop", str(n)] + (["--metrics"] if metrics else [])
+        run = subprocess.run(
+            ["setarch", "-R", "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts in every run
+            check=True,
+        )
+        found = re.search(r"Collected : (\d+)", run.stderr)
+        if found is None:
+            raise RuntimeError(f"callgrind printed no total:\n{run.stderr[-2000:]}")
+        return int(found.group(1))
+
+
+def report_instructions() -> None:
+    short, long = LOOP_LENGTHS
+    print(f"instructions per wrk request (callgrind, ({long} - {short}) requests)")
+    per_request = {}
+    for metrics in (False, True):
+        total = instructions(long, metrics) - instructions(short, metrics)
+        per_request[metrics] = total / (long - short)
+        print(f"  metrics {'on ' if metrics else 'off'} {per_request[metrics]:>10,.0f}")
+    print(f"  metrics on / off: {per_request[True] / per_request[False]:.4f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=20000, help="calls per round")
@@ -260,8 +312,15 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the full path")
     parser.add_argument("--request", choices=sorted(CORPUS), default="wrk", help="request for --profile")
     parser.add_argument("--httptools", action="store_true", help="also time httptools on the corpus")
+    parser.add_argument("--instructions", action="store_true", help="count instructions, metrics off and on")
+    parser.add_argument("--loop", type=int, help=argparse.SUPPRESS)  # what --instructions runs
+    parser.add_argument("--metrics", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.profile:
+    if args.loop is not None:
+        loop_only(args.loop, args.metrics)
+    elif args.instructions:
+        report_instructions()
+    elif args.profile:
         profile(args.n, args.tcp, CORPUS[args.request])
     else:
         report(args.n, args.tcp, args.httptools)

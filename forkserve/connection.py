@@ -343,9 +343,8 @@ class Connection:
     def run(self, request: Request) -> bool:
         """Serve one request, then pick the phase that follows it."""
         self.phase = Phase.APP
-        after = serve(self, request)
+        after = serve(self, request)  # it beats the heartbeat as the request ends
         self.early.clear()
-        self.service.heartbeat()
         if after is not NEXT or self.transport.broken:
             return self.close_after(after)
         if self.parser.body_complete:

@@ -89,10 +89,12 @@ class RequestClocks:
     def start(self) -> None:
         self.since[self.current()] = time.monotonic()
 
-    def touch(self) -> None:
+    def touch(self) -> float:
+        now = time.monotonic()
         greenlet = self.current()
         if greenlet in self.since:
-            self.since[greenlet] = time.monotonic()
+            self.since[greenlet] = now
+        return now
 
     def stop(self) -> None:
         self.since.pop(self.current(), None)
@@ -228,7 +230,7 @@ class GeventWorker(Worker):
     def request_threads(self) -> int:
         return 1  # a greenlet per connection: no request threads
 
-    def connection_heartbeat(self) -> Callable[[], None]:
+    def connection_heartbeat(self) -> Callable[[], float]:
         # Connection calls this after each request and while waiting on its client:
         # here it moves that request's clock on. The process heartbeat comes only
         # from the beater greenlet, so only a running hub can keep it going.

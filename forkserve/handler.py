@@ -18,7 +18,6 @@ would bury the requests people read the log for.
 from __future__ import annotations
 
 import contextlib
-import time
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -66,11 +65,9 @@ def serve(connection: Connection, request: Request) -> After:
     if health is not None and request.path == health.path and request.method in HEALTH_METHODS:
         return answer_health(connection, request, health)
     host = connection.host
-    host.request_started(request, connection.peer)
+    started = host.request_started(request, connection.peer)
     metrics = service.metrics
     logged = service.access_log is not None or service.statsd is not None
-    measured = logged or metrics is not None
-    started = time.perf_counter_ns() if measured else 0
     keep_alive = request.keep_alive and service.keepalive > 0 and not host.closing
     transport = connection.transport
     transport.start(request.expect_continue)
@@ -87,8 +84,8 @@ def serve(connection: Connection, request: Request) -> After:
         service.pre_request(request)
     if service.busy is not None:
         service.busy(True)
-    if metrics is not None:
-        metrics.started[0] += 1  # inline: this runs for every request
+    if metrics is not None and metrics.started is not None:
+        metrics.started[0] += 1  # --threads, gevent: in flight is started - finished (inline: no call)
     answered = 0  # the status of an error answer sent here, when the app sent no head
     try:
         exchange.run(service.app, environ)
@@ -132,15 +129,16 @@ def serve(connection: Connection, request: Request) -> After:
         return After.CLOSE
     finally:
         host.request_ended()
+        ended = service.heartbeat()  # proof of life after each request, and the clock read that times it
         if service.busy is not None:
             service.busy(False)
-        if measured:  # every outcome, errors too (as Gunicorn logs and counts its 500s)
-            elapsed = time.perf_counter_ns() - started
+        if logged or metrics is not None:  # every outcome, errors too (as Gunicorn logs and counts its 500s)
+            elapsed = ended - started
             status = exchange.head.status if exchange.head else answered
             if metrics is not None:
                 metrics.request_done(request.method, status, elapsed)
             if logged and status:  # no line for a client that left before any answer
-                record(service, environ, exchange, status, elapsed / 1e9)
+                record(service, environ, exchange, status, elapsed)
     if service.post_request is not None:
         service.post_request(request, environ, exchange)
     if transport.body_error is not None:  # the app swallowed it: the framing is lost all the same

@@ -107,8 +107,10 @@ class Heartbeat:
         self.begin_request = functools.partial(_REQUEST.pack_into, page, _REQUEST_STARTED)
         self.end_request = functools.partial(_STAMP.pack_into, page, _REQUEST_STARTED, 0.0)
 
-    def beat(self) -> None:
-        self._stamp[0] = time.monotonic()
+    def beat(self) -> float:
+        """Stamp the slot with the time now (``time.monotonic()``), and return it."""
+        self._stamp[0] = now = time.monotonic()
+        return now
 
     def age(self) -> float:
         """Seconds since the worker last proved it was alive."""

@@ -44,17 +44,15 @@ CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")  # none: the client left b
 # status // 100 -> column; an app's 6xx..9xx counts as 5xx
 CLASS_COLUMN = (0, 1, 2, 3, 4, 5, 5, 5, 5, 5)
 BUCKET_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-BOUNDS_NS = tuple(round(bound * 1e9) for bound in BUCKET_BOUNDS)
 REFUSED_STATUSES = (400, 408, 413, 414, 431, 501, 505)
-# Counted in a list of the worker's own and copied into the slot once a second (``flush``):
+# Added up from the worker's own cells and copied into the slot once a second (``flush``):
 REQUESTS = 0  # a row of len(CLASSES) counters per method: requests finished
 BUCKETS = REQUESTS + len(METHODS) * len(CLASSES)  # one per bucket (not cumulative), the last for > 60 s
-DURATION_SUM = BUCKETS + len(BUCKET_BOUNDS) + 1  # nanoseconds
+DURATION_SUM = BUCKETS + len(BUCKET_BOUNDS) + 1  # nanoseconds (summed in seconds, flushed in ns)
 REFUSED = DURATION_SUM + 1  # one per status above, then one for any other
-LOCAL = REFUSED + len(REFUSED_STATUSES) + 1
 # Written into the slot at once. Read in index order at scrape time, finished before
 # started and closed before accepted, so neither difference is ever seen below 0.
-FINISHED = LOCAL  # requests finished
+FINISHED = REFUSED + len(REFUSED_STATUSES) + 1  # requests finished
 STARTED = FINISHED + 1  # requests started: in flight = started - finished
 CONNECTIONS_CLOSED = STARTED + 1
 CONNECTIONS_ACCEPTED = CONNECTIONS_CLOSED + 1
@@ -78,55 +76,53 @@ def leaving_because(heartbeat: Heartbeat, reason: int) -> None:
 class RequestMetrics:
     """A worker's recorder, writing into its own heartbeat slot.
 
-    What must be live (requests started and finished, connections) is
-    written into the slot at once; the rest is counted in a list of the
-    worker's own, cheaper per request than shared memory, and copied into
-    the slot by ``flush()``: once a second from the worker's sweep and when
-    it exits (a worker killed with SIGKILL loses at most that second).
-    Every count is one ``+=`` with no call between its load and its store:
+    A request costs one lookup and two float adds, into the worker's own
+    memory: the cell counted names the request's method, status class and
+    duration bucket at once, so the requests by method and class and the
+    histogram's buckets are sums of cells, added up by ``flush()`` once a
+    second from the worker's sweep and when it exits (a worker killed with
+    SIGKILL loses at most that second). Each Python operation costs a few
+    hundred instructions, so their number is what the feature costs (see
+    the README's "What it costs"). Connections are written into the slot
+    at once. Every count is one ``+=`` with no call between its load and its store:
     CPython switches threads only at a call or a backward jump, so request
     threads (--threads) lose no count without a lock.
+
+    This class is the recorder of a worker that serves one request at a
+    time; ``OverlappingRequestMetrics`` below also counts what is in flight.
     """
 
-    __slots__ = ("counters", "counts", "finished", "flushed", "rows", "started")
+    __slots__ = ("counters", "counts", "flushed", "rows", "seconds", "started")
 
-    def __init__(self, counters: memoryview, concurrent: bool = True) -> None:
-        """``concurrent``: requests overlap in this worker (--threads, gevent).
-
-        Then the requests started and finished are written into the slot at once,
-        and the master reads what is in flight from their difference. A worker
-        that serves one request at a time counts them in two cells of its own
-        (copied by ``flush``), which costs a fraction of a shared store: the
-        master reads what is in flight from the slot's current request instead.
-        """
+    def __init__(self, counters: memoryview) -> None:
         self.counters = counters
-        # The request path bumps ``started[0]`` itself as a request starts: no call.
-        self.started = counters[STARTED : STARTED + 1] if concurrent else [0]
-        self.finished = counters[FINISHED : FINISHED + 1] if concurrent else [0]
-        self.counts = [0] * LOCAL
-        self.flushed = [0] * LOCAL
-        rows: dict[str | bytes, int] = {}
+        # The slot's cell of requests started, which handler.serve bumps itself (no call) when
+        # requests overlap; one request at a time needs no count as a request starts.
+        self.started: memoryview | None = None
+        # Floats, exact to 2**53: adding 1.0 takes a freed float, an int above 256 allocates.
+        self.counts = [0.0] * LOCAL
+        self.flushed = [0] * FINISHED
+        self.seconds = 0.0  # the requests' durations, summed: a float add allocates nothing new
+        # A method's row maps each status (0..999) to its class's first cell: one lookup each.
+        rows: dict[str | bytes, tuple[int, ...]] = {}
         for index, method in enumerate(METHODS[:-1]):
-            rows[method] = rows[method.encode()] = REQUESTS + index * len(CLASSES)
+            rows[method] = rows[method.encode()] = status_cells(index * ROW)
         self.rows = rows
 
-    def request_started(self) -> None:
-        self.started[0] += 1
-
-    def request_done(self, method: str | bytes, status: int, nanoseconds: int) -> None:
-        """A request finished (status 0: the client left before any response)."""
-        counts = self.counts
-        counts[self.rows.get(method, OTHER_ROW) + CLASS_COLUMN[status // 100]] += 1
+    def request_done(self, method: str | bytes, status: int, seconds: float) -> None:
+        """A request finished after ``seconds`` (status 0: the client left before any response)."""
+        try:
+            cell = self.rows[method][status]
+        except KeyError:  # a method of the app's own: counted as "other"
+            cell = OTHER_ROW[status]
         # Most requests take under a millisecond: one comparison instead of a search.
-        bucket = BUCKETS if nanoseconds <= FIRST_BOUND_NS else BUCKETS + bisect_left(BOUNDS_NS, nanoseconds)
-        counts[bucket] += 1
-        counts[DURATION_SUM] += nanoseconds
-        self.finished[0] += 1
+        self.counts[cell if seconds <= FIRST_BOUND else cell + bisect_left(BUCKET_BOUNDS, seconds)] += 1.0
+        self.seconds += seconds
 
     def refused(self, status: int) -> None:
         """The parser refused a request (it never reached the app)."""
         index = REFUSED_STATUSES.index(status) if status in REFUSED_STATUSES else len(REFUSED_STATUSES)
-        self.counts[REFUSED + index] += 1
+        self.counts[OUTCOMES + index] += 1.0
 
     def connection_opened(self) -> None:
         self.counters[CONNECTIONS_ACCEPTED] += 1
@@ -135,23 +131,75 @@ class RequestMetrics:
         self.counters[CONNECTIONS_CLOSED] += 1
 
     def flush(self) -> None:
-        """Copy the counts that changed into the slot, one aligned 8-byte store each."""
+        """Add the outcomes up into the slot's layout; store the cells that changed."""
+        counts = [int(count) for count in self.counts]
+        slot = [0] * FINISHED
+        for cell in range(0, OUTCOMES, BUCKET_CELLS):  # a (method, class) pair's buckets
+            block = counts[cell : cell + BUCKET_CELLS]
+            slot[REQUESTS + cell // BUCKET_CELLS] = sum(block)
+            for bucket, count in enumerate(block):
+                slot[BUCKETS + bucket] += count
+        slot[DURATION_SUM] = round(self.seconds * 1e9)
+        slot[REFUSED:FINISHED] = counts[OUTCOMES:]
         counters, flushed = self.counters, self.flushed
-        for index, count in enumerate(self.counts):
+        for index, count in enumerate(slot):
             if count != flushed[index]:
                 counters[index] = flushed[index] = count
-        if isinstance(self.finished, list):  # one request at a time: the cells are ours
-            counters[FINISHED] = self.finished[0]
-            counters[STARTED] = self.started[0]
+        self.flush_requests(sum(slot[REQUESTS:BUCKETS]))
+
+    def flush_requests(self, finished: int) -> None:
+        """One request at a time: as many started as finished, as none is in flight between requests.
+
+        What is in flight now the master reads from the slot's current request.
+        """
+        self.counters[FINISHED] = self.counters[STARTED] = finished
 
 
-OTHER_ROW = REQUESTS + (len(METHODS) - 1) * len(CLASSES)
-FIRST_BOUND_NS = BOUNDS_NS[0]
+class OverlappingRequestMetrics(RequestMetrics):
+    """The recorder of a worker whose requests overlap (--threads, gevent).
+
+    The requests started and finished are written into the slot at once, and
+    the master reads what is in flight from their difference.
+    """
+
+    __slots__ = ("finished",)
+
+    def __init__(self, counters: memoryview) -> None:
+        super().__init__(counters)
+        self.started = counters[STARTED : STARTED + 1]
+        self.finished = counters[FINISHED : FINISHED + 1]
+
+    def request_done(self, method: str | bytes, status: int, seconds: float) -> None:
+        RequestMetrics.request_done(self, method, status, seconds)
+        self.finished[0] += 1
+
+    def flush_requests(self, finished: int) -> None:
+        pass  # written at once, as they happen
+
+
+# The worker's own cells: one per (method, status class, duration bucket), then the refusals.
+BUCKET_CELLS = len(BUCKET_BOUNDS) + 1
+ROW = len(CLASSES) * BUCKET_CELLS
+OUTCOMES = len(METHODS) * ROW
+
+
+def status_cells(row: int) -> tuple[int, ...]:
+    return tuple(row + CLASS_COLUMN[status // 100] * BUCKET_CELLS for status in range(1000))
+
+
+OTHER_ROW = status_cells((len(METHODS) - 1) * ROW)
+LOCAL = OUTCOMES + len(REFUSED_STATUSES) + 1
+FIRST_BOUND = BUCKET_BOUNDS[0]
 
 
 def overlapping(settings: Settings) -> bool:
     """Do this server's workers serve overlapping requests (--threads above 1, gevent)?"""
     return settings.threads > 1 or settings.worker_class == "gevent"
+
+
+def request_metrics(settings: Settings, counters: memoryview) -> RequestMetrics:
+    """The recorder a worker of these settings counts its requests with."""
+    return OverlappingRequestMetrics(counters) if overlapping(settings) else RequestMetrics(counters)
 
 
 def served(heartbeat: Heartbeat) -> int:

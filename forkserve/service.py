@@ -43,7 +43,7 @@ class Service:
     header_timeout: float
     io_timeout: float
     server_headers: Callable[[], bytes]
-    heartbeat: Callable[[], None]  # after each request, and while waiting on a client
+    heartbeat: Callable[[], float]  # after each request, and while waiting on a client; returns the time
     log: logging.Logger
     access_log: logging.Logger | None
     access_format: str = logs.ACCESS_FORMAT
@@ -69,8 +69,12 @@ class Host(Protocol):
 
     closing: bool  # it is leaving: the next response head says Connection: close
 
-    def request_started(self, request: Request, peer: str) -> None:
-        """Count a request (the last one before max_requests sets ``closing``), show it running."""
+    def request_started(self, request: Request, peer: str) -> float:
+        """Count a request (the last one before max_requests sets ``closing``), show it running.
+
+        Returns when it started (``time.monotonic()``), the one clock read a
+        request's duration is measured from.
+        """
 
     def request_ended(self) -> None:
         """The request that ``request_started`` showed is over."""

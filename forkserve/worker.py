@@ -52,7 +52,7 @@ from .metrics import (
     LEFT_TIMEOUT,
     RequestMetrics,
     leaving_because,
-    overlapping,
+    request_metrics,
 )
 from .process import (
     EXIT_ABORTED,
@@ -257,7 +257,7 @@ class Worker:
             self.statsd = StatsD(s.statsd_host, s.statsd_prefix, s.dogstatsd_tags)
             self.statsd.count_log_lines(self.log)
         if s.metrics_bind:
-            self.metrics = RequestMetrics(self.heartbeat.counters, concurrent=overlapping(s))
+            self.metrics = request_metrics(s, self.heartbeat.counters)
         # As in Gunicorn, 0 lifts a limit; the whole head stays bounded by limit_request_head.
         limits = Limits(
             request_line=s.limit_request_line or s.limit_request_head,
@@ -307,25 +307,34 @@ class Worker:
         """How many request threads run the app (--threads; 1: the loop runs it)."""
         return self.settings.threads
 
-    def connection_heartbeat(self) -> Callable[[], None]:
+    def connection_heartbeat(self) -> Callable[[], float]:
         """What connections call after each request and while they wait on a client."""
         # Without a memory limit the heartbeat alone: nothing more per request.
         return self.after_request if self.settings.max_worker_memory else self.heartbeat.beat
 
-    def request_started(self, request: Request, peer: str) -> None:
+    def request_started(self, request: Request, peer: str) -> float:
         """Count a request, and show it running in the heartbeat slot (for ctl and timeouts).
 
         The last one before max_requests says so in its response.
         """
         self.requests += 1
-        self.heartbeat.begin_request(time.monotonic(), f"{request.method} {request.target} {peer}".encode())
+        started = time.monotonic()
+        self.heartbeat.begin_request(started, f"{request.method} {request.target} {peer}".encode())
         service = self.service
         if service is not None and service.max_requests and self.requests >= service.max_requests:
             self.closing = True
             leaving_because(self.heartbeat, LEFT_MAX_REQUESTS)
+        return started
 
-    def after_request(self) -> None:
-        """Service.heartbeat with --max-worker-memory: beat, then check memory cheaply.
+    def after_request(self) -> float:
+        """Service.heartbeat with --max-worker-memory: beat, then check memory cheaply."""
+        now = self.heartbeat.beat()
+        if self.statm >= 0 and not self.closing:
+            self.watch_memory()
+        return now
+
+    def watch_memory(self) -> None:
+        """Read the USS only when the RSS says it may have passed the limit.
 
         The resident size (RSS) is never below the unique size (USS), and the
         USS grows no faster than the RSS unless shared pages turn private (the
@@ -333,9 +342,6 @@ class Worker:
         ``memory_check_at``, and after a reading below the limit the next one
         waits for the RSS to grow by half of what is left.
         """
-        self.heartbeat.beat()
-        if self.statm < 0 or self.closing:
-            return
         try:
             resident = resident_mib(self.statm)
         except (OSError, ValueError, IndexError):

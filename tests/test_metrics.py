@@ -17,7 +17,15 @@ from forkserve import metrics
 from forkserve.balance import Scoreboard
 from forkserve.heartbeat import Heartbeats
 from forkserve.lifecycle import Event, Record
-from forkserve.metrics import PoolMetrics, RequestMetrics, answer, exit_reason, served, worker_memory
+from forkserve.metrics import (
+    OverlappingRequestMetrics,
+    PoolMetrics,
+    RequestMetrics,
+    answer,
+    exit_reason,
+    served,
+    worker_memory,
+)
 from forkserve.settings import SettingError, build
 from forkserve.sockets import Address, Listener
 from forkserve.worker import Worker
@@ -58,11 +66,17 @@ def pool():
     return heartbeats, spawn
 
 
+def start(recorder: OverlappingRequestMetrics) -> None:
+    """What handler.serve does as a request starts in a worker whose requests overlap."""
+    assert recorder.started is not None
+    recorder.started[0] += 1
+
+
 def test_requests_by_method_and_class_histogram_and_in_flight(pool):
     _, spawn = pool
     record = spawn()
     record.move(Event.BOOTED)
-    recorder = RequestMetrics(record.worker.heartbeat.counters)
+    recorder = OverlappingRequestMetrics(record.worker.heartbeat.counters)
     for method, status, seconds in [
         ("GET", 200, 0.0004),
         (b"GET", 404, 0.003),
@@ -71,9 +85,9 @@ def test_requests_by_method_and_class_histogram_and_in_flight(pool):
         ("HEAD", 0, 0.001),  # the client left before any response; exactly on a bound
         ("GET", 799, 0.01),  # an app's odd status counts as 5xx
     ]:
-        recorder.request_started()
-        recorder.request_done(method, status, round(seconds * 1e9))
-    recorder.request_started()  # one still running
+        start(recorder)
+        recorder.request_done(method, status, seconds)
+    start(recorder)  # one still running
     unflushed = parse_exposition(PoolMetrics().render([record], []))
     assert value(unflushed, "forkserve_http_requests_in_flight") == 1  # live
     assert value(unflushed, "forkserve_http_request_duration_seconds_count") == 0  # until the flush
@@ -105,11 +119,11 @@ def test_requests_by_method_and_class_histogram_and_in_flight(pool):
 def test_a_dead_workers_counts_are_folded_so_counters_never_go_backwards(pool):
     heartbeats, spawn = pool
     first = spawn()
-    recorder = RequestMetrics(first.worker.heartbeat.counters)
+    recorder = OverlappingRequestMetrics(first.worker.heartbeat.counters)
     for _ in range(3):
         recorder.connection_opened()
-        recorder.request_started()
-        recorder.request_done("GET", 200, 2_000_000)
+        start(recorder)
+        recorder.request_done("GET", 200, 0.002)
     recorder.refused(400)
     recorder.refused(418)  # not a parser status: "other"
     recorder.connection_closed()
@@ -126,8 +140,8 @@ def test_a_dead_workers_counts_are_folded_so_counters_never_go_backwards(pool):
     second = spawn()
     assert second.worker.heartbeat.slot == first.worker.heartbeat.slot
     assert served(second.worker.heartbeat) == 0
-    again = RequestMetrics(second.worker.heartbeat.counters)
-    again.request_done("GET", 200, 2_000_000)
+    again = OverlappingRequestMetrics(second.worker.heartbeat.counters)
+    again.request_done("GET", 200, 0.002)
     again.flush()
     after = parse_exposition(totals.render([second], []))
     assert value(after, "forkserve_http_requests_total", method="GET", status_class="2xx") == 4
@@ -140,6 +154,39 @@ def test_a_dead_workers_counts_are_folded_so_counters_never_go_backwards(pool):
     for key, number in before.items():
         if key[0].endswith(("_total", "_count", "_bucket", "_sum")):
             assert after[key] >= number, key
+
+
+def test_a_worker_serving_one_request_at_a_time_counts_outcomes_only(pool):
+    _, spawn = pool
+    record = spawn()
+    record.move(Event.BOOTED)
+    heartbeat = record.worker.heartbeat
+    recorder = RequestMetrics(heartbeat.counters)
+    assert recorder.started is None
+    for status, seconds in [(200, 0.0002), (200, 0.0004), (302, 0.03), (503, 2.0)]:
+        recorder.request_done("GET", status, seconds)
+    heartbeat.begin_request(1.0, b"GET /slow 10.0.0.7")  # one running now, shown by its slot
+    recorder.flush()
+    samples = parse_exposition(PoolMetrics().render([record], [], concurrent=False))
+    requests = "forkserve_http_requests_total"
+    assert value(samples, requests, method="GET", status_class="2xx") == 2
+    assert value(samples, requests, method="GET", status_class="3xx") == 1
+    assert value(samples, requests, method="GET", status_class="5xx") == 1
+    bucket = "forkserve_http_request_duration_seconds_bucket"
+    assert value(samples, bucket, le="0.001") == 2
+    assert value(samples, bucket, le="0.025") == 2
+    assert value(samples, bucket, le="0.05") == 3
+    assert value(samples, bucket, le="2.5") == 4
+    assert value(samples, "forkserve_http_request_duration_seconds_sum") == pytest.approx(2.0306)
+    assert value(samples, "forkserve_http_requests_in_flight") == 1
+    assert served(heartbeat) == 4
+    heartbeat.end_request()
+    recorder.request_done("GET", 200, 0.0001)
+    recorder.flush()
+    samples = parse_exposition(PoolMetrics().render([record], [], concurrent=False))
+    assert value(samples, "forkserve_http_requests_in_flight") == 0
+    assert value(samples, "forkserve_http_request_duration_seconds_count") == 5
+    assert served(heartbeat) == 5
 
 
 def test_exit_reasons_come_from_the_record_and_the_slot(pool):
@@ -180,9 +227,9 @@ def test_workers_by_state_threads_and_exits_in_the_page(pool):
     for record in (idle, busy, retiring):
         record.move(Event.BOOTED)
     retiring.move(Event.RETIRE)
-    running = RequestMetrics(busy.worker.heartbeat.counters)
-    running.request_started()
-    running.request_started()
+    running = OverlappingRequestMetrics(busy.worker.heartbeat.counters)
+    start(running)
+    start(running)
     totals = PoolMetrics()
     totals.worker_gone(retiring, stopping=False, generation=1)
     totals.reloads += 1
