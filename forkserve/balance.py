@@ -84,6 +84,7 @@ ACCEPT_WARN_EVERY = 60.0  # at most one warning per this many seconds about such
 OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 STEP_ASIDE_MARGIN = 8  # a worker steps aside only when it holds this many more than the least loaded
 ACCEPT_MAX = 64  # at most this many taken per turn: each one's first request is served at once
+WARM_WAIT = 0.001  # seconds an idle worker leaves a new connection to the warm worker the kernel passed over
 
 
 class Share(NamedTuple):
@@ -127,14 +128,25 @@ def steps_back(held: int, others: list[int]) -> bool:
 # leaving), else the worker's open connections + 1.
 _HIGH_WATER = 0  # index of the entry holding how many entries are in use
 _FIRST_SEAT = 1
+# The queue area holds one int64 per seat: when that worker last joined the
+# kernel's queue of waiters on the listening sockets (CLOCK_MONOTONIC in ns,
+# the same clock in every process; 0 while it is not in the queue). Its first
+# entry, which no seat uses, is the warm mark: the seat of the worker that
+# accepted last (the warm one) in its low bits, and above them a count of the
+# connections the pool accepted, so that a reader can tell one was taken.
+_WARM = 0
+_SEAT_BITS = 16
+_SEAT_MASK = (1 << _SEAT_BITS) - 1
 
 
 class Scoreboard:
-    """Open connections per worker, in one page shared across fork()."""
+    """Open connections per worker and their places in the kernel's queue, in pages shared across fork()."""
 
     def __init__(self) -> None:
-        self._page = mmap.mmap(-1, mmap.PAGESIZE)  # MAP_SHARED: survives fork
-        self.entries = memoryview(self._page).cast("i")
+        self._page = mmap.mmap(-1, 3 * mmap.PAGESIZE)  # MAP_SHARED: survives fork
+        view = memoryview(self._page)
+        self.entries = view[: mmap.PAGESIZE].cast("i")
+        self.queue = view[mmap.PAGESIZE :].cast("q")  # as many int64 as there are int32 entries
         self.taken: set[int] = set()
         # Names the pool's nudge sockets; random, so pools sharing a network
         # namespace (containers whose masters are all pid 1) never collide.
@@ -147,21 +159,28 @@ class Scoreboard:
         if index:
             self.taken.add(index)
             self.entries[index] = 0
+            self.queue[index] = 0
             self.entries[_HIGH_WATER] = max(self.entries[_HIGH_WATER], index + 1)
-        return Seat(self.entries, index, self.pool)
+        return self.seat(index)
+
+    def seat(self, index: int) -> Seat:
+        """The seat ``index`` (a template process builds its workers' with this)."""
+        return Seat(self.entries, self.queue, index, self.pool)
 
     def release(self, seat: Seat) -> None:
         """Master: the worker has exited; its seat is free again."""
         if seat.index:
             self.entries[seat.index] = 0
+            self.queue[seat.index] = 0
             self.taken.discard(seat.index)
 
 
 class Seat:
     """One worker's entry on the scoreboard."""
 
-    def __init__(self, entries: memoryview, index: int, pool: str) -> None:
+    def __init__(self, entries: memoryview, queue: memoryview, index: int, pool: str) -> None:
         self.entries = entries
+        self.queue = queue
         self.index = index
         self.pool = pool
         self.nudges: socket.socket | None = None  # bound in the worker: see listen_for_nudges()
@@ -210,17 +229,48 @@ class Seat:
         """This worker takes no more connections: the others stop counting it."""
         if self.index:
             self.entries[self.index] = 0
+            self.queue[self.index] = 0
             self.index = 0  # and it publishes no more (the master's copy keeps the index)
         if self.nudges is not None:
             self.nudges.close()
             self.nudges = None
 
     def took_one(self, held: int) -> bool:
-        """Publish this worker's load with one more connection; should it step back (``steps_back``)?"""
+        """Publish this worker's load with one more connection, and that it is the warm one now;
+        should it step back (``steps_back``)?"""
         if not self.index:
             return False
         self.publish(held + 1)
+        self.queue[_WARM] = ((self.queue[_WARM] >> _SEAT_BITS) + 1) << _SEAT_BITS | self.index
+        # Holding none, it keeps its place whatever the others hold: no need to read them.
         return held > 0 and steps_back(held, [load for load, _ in self.others()])
+
+    def warm_mark(self) -> int:
+        """The warm mark (see _WARM): it changes whenever a worker of the pool accepts a connection."""
+        mark: int = self.queue[_WARM]
+        return mark
+
+    def joined_queue(self, joined: bool) -> None:
+        """This worker started watching the listening sockets (last in the kernel's queue now), or stopped."""
+        if self.index:
+            self.queue[self.index] = time.monotonic_ns() if joined else 0
+
+    def warm_one_passed_over(self) -> bool:
+        """Is the warm worker another, holding one connection at most, and ahead of this one in the queue?
+
+        The kernel wakes this worker for a new connection only when every
+        worker ahead of it was not waiting in epoll; those it passed over
+        find the connection ready the moment they wait again. At low load
+        the warm worker is then finishing its last request: its response is
+        out (the client connected again), but the app's own closing work
+        (Django's request_finished, for one) still runs, and the connection
+        it is about to close still counts.
+        """
+        warm = self.queue[_WARM] & _SEAT_MASK
+        if not self.index or not warm or warm == self.index or self.entries[warm] not in (1, 2):
+            return False  # none, this one, gone (0), or holding several connections
+        joined: int = self.queue[warm]
+        return 0 < joined < self.queue[self.index]
 
     def someone_holds_fewer(self, connections: int) -> bool:
         """Publish this worker's load; does another worker hold fewer connections?"""
@@ -258,6 +308,9 @@ class Balancer:
         self.worker = worker
         self.log = logging.getLogger("forkserve.error")
         self.watching = False
+        self.warm_waiting = False  # stepped aside for the warm worker (see leave_to_warm)
+        self.warm_mark = 0  # the warm mark then: unchanged if nobody took a connection since
+        self.warm_missed = False  # it did not take the connection: this worker takes it now
         self.full = False  # holds worker_connections: not watching the listeners until one closes
         self.aside_until = 0.0  # while stepped aside: when to watch the listeners again
         self.may_step_aside = True
@@ -290,6 +343,7 @@ class Balancer:
         for fd in self.listeners:
             # EPOLLEXCLUSIVE: one connection wakes one worker, not all of them.
             self.poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self.seat.joined_queue(True)
 
     def unwatch(self) -> None:
         if not self.watching:
@@ -297,16 +351,18 @@ class Balancer:
         self.watching = False
         for fd in self.listeners:
             self.poller.unregister(fd)
+        self.seat.joined_queue(False)
 
     def timeout(self, idle: float) -> float:
         """How long the worker's poll may wait: less while stepped aside or backing off."""
-        timeout = STEP_ASIDE if self.aside_until else idle
+        timeout = max(0.0, self.aside_until - time.monotonic()) if self.aside_until else idle
         if self.starved_until:
             timeout = min(timeout, max(0.0, self.starved_until - time.monotonic()))
         return timeout
 
     def tick(self, now: float) -> None:
         """After each poll: end a step aside or a back-off whose time is up."""
+        self.warm_missed = False  # the poll after rejoin() reported the connection, if it still waits
         if self.aside_until and now >= self.aside_until:
             self.rejoin()
         if self.starved_until and now >= self.starved_until:
@@ -315,6 +371,11 @@ class Balancer:
     def rejoin(self) -> None:
         """End a step aside: watch the listening sockets again (unless full or backing off)."""
         self.aside_until = 0.0
+        if self.warm_waiting:
+            self.warm_waiting = False
+            self.warm_missed = self.seat.warm_mark() == self.warm_mark and any(
+                listener.waiting() for listener in self.listeners.values()
+            )
         if not self.full and not self.starved_until:
             self.watch()
 
@@ -374,6 +435,8 @@ class Balancer:
         waiting = listener.waiting()
         if waiting is None:  # no queue length (Unix sockets): a batch, or one if another holds fewer
             return 1 if self.seat.someone_holds_fewer(mine) else ACCEPT_BATCH
+        if mine == 0 and waiting == 1 and self.leave_to_warm():
+            return 0
         plan = fair_share(mine, waiting, self.seat.others())
         if not plan.nudge:
             self.may_step_aside = True  # the queue is drained
@@ -388,6 +451,24 @@ class Balancer:
             self.may_step_aside = False
             return 0
         return plan.take
+
+    def leave_to_warm(self) -> bool:
+        """At low load, leave a new connection to the warm worker the kernel passed over?
+
+        Stops watching for WARM_WAIT: the warm worker takes the connection as
+        soon as it waits in epoll again. If none was taken meanwhile and one
+        still waits when this worker watches again, it takes it: at most
+        WARM_WAIT late, whether the warm worker is stuck, busy or gone. Having
+        taken it, this worker is the warm one, so while the other stays busy
+        the next connections are not left to it.
+        """
+        if self.warm_missed or not self.watching or not self.seat.warm_one_passed_over():
+            return False
+        self.unwatch()
+        self.aside_until = time.monotonic() + WARM_WAIT
+        self.warm_waiting = True
+        self.warm_mark = self.seat.warm_mark()
+        return True
 
     def take_nudges(self) -> bool:
         """Another worker saw more connections waiting than its share; should this one accept now?"""

@@ -34,7 +34,6 @@ import socket
 from typing import TYPE_CHECKING
 
 from .apploader import AppLoadError, load_app
-from .balance import Seat
 from .process import EXIT_APP_LOAD_ERROR, EXIT_BOOT_FAILURE, fork_child, set_title
 
 if TYPE_CHECKING:
@@ -144,7 +143,7 @@ def run_template(master: Master, sock: socket.socket, masters_end: socket.socket
             settings,
             master.listeners,
             master.heartbeats.at(int(slot)),
-            Seat(master.scoreboard.entries, int(seat), master.scoreboard.pool),
+            master.scoreboard.seat(int(seat)),
             app,
             master.tls,
         )
