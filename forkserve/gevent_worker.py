@@ -359,6 +359,9 @@ class GeventWorker(Worker):
         else:
             self.take_backlog(service)
             grace = self.settings.graceful_timeout
+        for sock, _ in self.green_listeners:
+            sock.close()
+        self.close_listeners()
         deadline = time.monotonic() + grace
         while len(self.pool) and time.monotonic() < deadline:
             self.pool.join(timeout=min(TICK, max(0.0, deadline - time.monotonic())))
@@ -371,8 +374,6 @@ class GeventWorker(Worker):
                 grace,
             )
             self.pool.kill(timeout=1.0)
-        for sock, _ in self.green_listeners:
-            sock.close()
 
     def take_backlog(self, service: Service) -> None:
         """SIGTERM: take the connections already queued; once every worker stops accepting, none would."""

@@ -754,6 +754,9 @@ class Master:
         grace = self.settings.graceful_timeout if self.graceful else QUICK_STOP_GRACE
         for record in self.workers.values():
             self.kill_worker(record, signum)
+        # The workers keep their copies until they have taken the backlog (Worker.close_listeners).
+        for listener in self.listeners:
+            listener.close(remove_file=not self.new_master)
         deadline = time.monotonic() + grace
         while self.workers and time.monotonic() < deadline:
             for received in self.wait_for_signals(0.1):
@@ -771,8 +774,6 @@ class Master:
             pid, _status = os.waitpid(-1, 0)
             if pid in self.workers:
                 self.workers.pop(pid)
-        for listener in self.listeners:
-            listener.close(remove_file=not self.new_master)
         self.endpoints.close()
         if self.control:
             self.control.remove()  # only if the path is still ours (not a new master's)

@@ -548,6 +548,17 @@ class Worker:
 
     # -- leaving ---------------------------------------------------------
 
+    def close_listeners(self) -> None:
+        """Close this worker's copies of the listening sockets, as it stops accepting.
+
+        The master closes its own as a stop begins, so once every worker has
+        taken its share of the backlog the kernel refuses new connections: a
+        balancer tries another host at once, instead of sending a request
+        into a queue that nobody will take it from.
+        """
+        for listener in self.listeners:
+            listener.sock.close()
+
     def leave(self, service: Service) -> None:
         """Finish what this worker holds, without dropping a request.
 
@@ -575,6 +586,7 @@ class Worker:
         else:
             for fd in self.by_fd:
                 self.accept(fd, service, BACKLOG_DRAIN)
+        self.close_listeners()
         deadline = time.monotonic() + self.settings.graceful_timeout
         while (self.connections or (self.threads and self.threads.busy)) and time.monotonic() < deadline:
             self.heartbeat.beat()

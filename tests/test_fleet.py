@@ -67,26 +67,15 @@ def failed(load: Load) -> dict[tuple[str, str], int]:
     return {key: tally.failed for key, tally in load.tallies.items() if tally.failed}
 
 
-# A graceful stop keeps the listening socket open after the workers stop
-# accepting (it closes when the master exits), so a balancer that does not
-# probe the health path (nginx) can connect and send a request that nobody
-# reads; it is reset when the master exits. nginx retries a GET elsewhere but
-# must answer a POST with 502. The fix is in forkserve (workers close their
-# copies of the listening sockets once they have drained the backlog, the
-# master its own as the stop begins); until then that one failure is expected.
-LISTENER_DEFECT = "graceful stop: the listening socket stays open after the workers stop accepting"
+def assert_none_failed(load: Load) -> None:
+    """Not one request failed, of any kind, through either balancer.
 
-
-def assert_none_failed(load: Load, stops_a_host: bool = False) -> None:
+    nginx does not probe the health path, so a host that stops must refuse
+    new connections the moment it stops accepting (the workers and the
+    master close their listening sockets): nginx then tries the next host
+    even for a POST, which it could not retry once sent.
+    """
     lost = failed(load)
-    if (
-        stops_a_host
-        and lost
-        and all(balancer == "nginx" and kind.startswith("POST") for balancer, kind in lost)
-    ):
-        reasons = {reason for reasons in load.failures().values() for reason in reasons}
-        if reasons == {"status 502"}:
-            pytest.xfail(f"{LISTENER_DEFECT}: nginx answered {lost} POSTs with 502")
     assert not lost, f"failed requests: {lost}; reasons: {load.failures()}"
 
 
@@ -119,7 +108,7 @@ def test_1_graceful_stop_is_taken_out_of_rotation_first(hosts: Fleet) -> None:
     after = hosts_served(load, stopped)
     assert not any(host == "h1" for _, host in after), after
     assert {balancer for balancer, _ in after} == {"nginx", "haproxy"}
-    assert_none_failed(load, stops_a_host=True)
+    assert_none_failed(load)
 
 
 def test_2_killed_host_loses_only_requests_in_flight(hosts: Fleet) -> None:
@@ -180,7 +169,7 @@ def test_4_rolling_upgrade_moves_every_response_to_the_new_version(hosts: Fleet)
     # before, during USR2, between, during restarts, after
     assert mix[0] == {"v1"} and mix[1] >= {"v1", "v2"} and mix[2] == {"v2"}, mix
     assert mix[3] >= {"v2", "v3"} and mix[4] == {"v3"}, mix
-    assert_none_failed(load, stops_a_host=True)
+    assert_none_failed(load)
 
 
 def test_5_rolling_config_reload(hosts: Fleet) -> None:
