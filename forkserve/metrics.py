@@ -132,15 +132,14 @@ class RequestMetrics:
 
     def flush(self) -> None:
         """Add the outcomes up into the slot's layout; store the cells that changed."""
-        counts = [int(count) for count in self.counts]
+        counts = self.counts
+        # A (method, class) pair's buckets; the sums run in C, the loops are short.
+        pairs = [counts[cell : cell + BUCKET_CELLS] for cell in range(0, OUTCOMES, BUCKET_CELLS)]
         slot = [0] * FINISHED
-        for cell in range(0, OUTCOMES, BUCKET_CELLS):  # a (method, class) pair's buckets
-            block = counts[cell : cell + BUCKET_CELLS]
-            slot[REQUESTS + cell // BUCKET_CELLS] = sum(block)
-            for bucket, count in enumerate(block):
-                slot[BUCKETS + bucket] += count
+        slot[REQUESTS:BUCKETS] = [int(sum(pair)) for pair in pairs]
+        slot[BUCKETS:DURATION_SUM] = [int(sum(bucket)) for bucket in zip(*pairs, strict=True)]
         slot[DURATION_SUM] = round(self.seconds * 1e9)
-        slot[REFUSED:FINISHED] = counts[OUTCOMES:]
+        slot[REFUSED:FINISHED] = [int(count) for count in counts[OUTCOMES:]]
         counters, flushed = self.counters, self.flushed
         for index, count in enumerate(slot):
             if count != flushed[index]:
