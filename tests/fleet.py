@@ -38,9 +38,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from procs import group_pids, wait_until
 
 TESTS = Path(__file__).resolve().parent
 CONF = TESTS.parent / "conf"
@@ -146,31 +148,6 @@ def require_test_bed() -> None:
     probe = run("ip", "netns", "list", check=False)
     if probe.returncode != 0:
         raise FleetUnavailable(f"ip netns does not work here: {probe.stderr.strip()}")
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
-def live_pids(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, from /proc."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 def alive(pid: int) -> bool:
@@ -422,7 +399,7 @@ class Host:
         )
 
     def survivors(self) -> list[int]:
-        return [pid for pgid in self.groups for pid in live_pids(pgid)]
+        return [pid for pgid in self.groups for pid in group_pids(pgid)]
 
     def restart(self) -> None:
         """A plain stop and start, as systemd's restart does: the new code and config are read."""
