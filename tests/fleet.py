@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from procs import group_pids, wait_until
+from procs import group_pids, launch_nginx, wait_until
 
 TESTS = Path(__file__).resolve().parent
 CONF = TESTS.parent / "conf"
@@ -513,17 +513,7 @@ def start_nginx(prefix: Path, hosts: list[Host]) -> Balancer:
     config.write_text(
         render(CONF / "nginx-fleet.conf", {"@PREFIX@": str(prefix), "@LISTEN@": f"127.0.0.1:{port}"}, hosts)
     )
-    # nginx takes inherited listening sockets from its NGINX variable.
-    env = {**os.environ, "NGINX": f"{sock.fileno()};"}
-    with open(prefix / "stderr.log", "wb") as log:
-        proc = subprocess.Popen(
-            ["nginx", "-p", str(prefix), "-c", str(config), "-g", "daemon off; user root root;"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=[sock.fileno()],
-            start_new_session=True,
-        )
+    proc = launch_nginx(prefix, config, [sock])
     sock.close()
     return Balancer("nginx", prefix, port, proc)
 

@@ -22,6 +22,7 @@ import pytest
 import requests
 from certs import make_certs
 from conftest import TESTS, wait_until
+from procs import launch_nginx
 from traffic import Traffic
 
 pytestmark = pytest.mark.skipif(
@@ -65,18 +66,7 @@ def start_nginx(tmp_path: Path, socket_path: Path, upstream: str) -> Nginx:
     assert not re.search(r"@[A-Z_]+@", text)  # every placeholder filled
     config = prefix / "nginx.conf"
     config.write_text(text)
-    env = {**os.environ, "NGINX": "".join(f"{sock.fileno()};" for sock in listeners.values())}
-    # The test's temporary folders belong to root with mode 700: run nginx's
-    # workers as root too (a deployment uses its own user, e.g. www-data).
-    with open(prefix / "stderr.log", "wb") as log:
-        proc = subprocess.Popen(
-            ["nginx", "-p", str(prefix), "-c", str(config), "-g", "daemon off; user root root;"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=[s.fileno() for s in listeners.values()],
-            start_new_session=True,
-        )
+    proc = launch_nginx(prefix, config, listeners.values())
     for sock in listeners.values():
         sock.close()
     nginx = Nginx(prefix, ports, proc)
