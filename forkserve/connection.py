@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -101,7 +102,6 @@ class Connection:
         self.drained = 0  # unread body bytes discarded after the response
         self.exchange: Exchange | None = None  # the response being sent
         self.lingered = 0  # bytes discarded while lingering
-        self._steps = {HEAD: self.take_head, BODY_START: self.start_body, DRAIN: self.drain}
         proxy = service.proxy
         self.trusted = proxy is not None and proxy.trusts(base_environ["REMOTE_ADDR"])
         if service.proxy_protocol is not None and service.proxy_protocol.trusts(base_environ["REMOTE_ADDR"]):
@@ -177,7 +177,7 @@ class Connection:
 
     def advance(self) -> bool:
         """Go through the phases as far as the buffered bytes allow; False to close."""
-        while (step := self._steps.get(self.phase)) is not None and step():
+        while (step := STEPS.get(self.phase)) is not None and step(self):
             pass
         return self.phase is not Phase.CLOSED
 
@@ -394,3 +394,13 @@ class Connection:
         self.service.log.info("%s: closing after a bad request body: %s", self.peer, error.reason)
         self.linger()
         return self.phase is not Phase.CLOSED
+
+
+# What advance() runs in each phase that reads buffered bytes. A table of plain
+# functions, not of bound methods held by each connection: those would tie every
+# connection into a reference cycle, left for the garbage collector to find.
+STEPS: dict[Phase, Callable[[Connection], bool]] = {
+    HEAD: Connection.take_head,
+    BODY_START: Connection.start_body,
+    DRAIN: Connection.drain,
+}
