@@ -31,8 +31,14 @@ memory the master shares with the whole pool (the ``Scoreboard``; one
 
 A worker always takes at least one connection when told, and the least
 loaded worker never steps aside, so balancing never strands a connection.
-Unix sockets have no queue length to read: there a worker takes a small
-batch, or one per turn while another holds fewer.
+A unix socket's queue length comes from the kernel's socket diagnostics
+(``UnixQueueProbe``). Behind nginx it matters most: past its cached
+upstream connections nginx opens one per request, so under load dozens
+wait in the queue while each worker serves its kept connections in turn; a
+worker that took a few per turn left them waiting for seconds (Django at
+256 connections: p99 3.8 s against Gunicorn sync's 0.35 s). Where the
+kernel will not say (netlink refused), a worker takes a small batch, or one
+per turn while another holds fewer.
 
 The warm worker. The kernel announces a new connection to the first worker
 in the socket's queue *that is waiting in epoll*: one busy serving a
@@ -453,7 +459,7 @@ class Balancer:
         """How many of the waiting connections to take now."""
         mine = self.worker.open_connections()
         waiting = listener.waiting()
-        if waiting is None:  # no queue length (Unix sockets): a batch, or one if another holds fewer
+        if waiting is None:  # no queue length (netlink refused): a batch, or one if another holds fewer
             return 1 if self.seat.someone_holds_fewer(mine) else ACCEPT_BATCH
         if mine == 0 and waiting == 1 and self.leave_to_warm():
             return 0

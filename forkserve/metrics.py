@@ -402,11 +402,13 @@ class PoolMetrics:
         queues = [(listener.url, listener.queue()) for listener in listeners]
         known = [(url, queue) for url, queue in queues if queue is not None]
         out.family(
-            "forkserve_listen_queue_length", "gauge", "Connections waiting in a listen queue (TCP_INFO)."
+            "forkserve_listen_queue_length",
+            "gauge",
+            "Connections waiting in a listen queue (TCP_INFO; socket diagnostics for unix sockets).",
         )
         for url, (length, _) in known:
             out.sample("forkserve_listen_queue_length", length, listener=url)
-        out.family("forkserve_listen_queue_limit", "gauge", "A listen queue's limit (the backlog, TCP_INFO).")
+        out.family("forkserve_listen_queue_limit", "gauge", "A listen queue's limit (the backlog).")
         for url, (_, limit) in known:
             out.sample("forkserve_listen_queue_limit", limit, listener=url)
 

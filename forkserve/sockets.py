@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 UPGRADE_FDS = "FORKSERVE_FDS"  # the listening fds a new master inherits on SIGUSR2
 
@@ -52,6 +53,7 @@ class Listener:
 
     sock: socket.socket
     address: Address
+    diag: UnixQueueProbe | None = field(default=None, compare=False, repr=False)  # unix sockets, per process
 
     @property
     def url(self) -> str:
@@ -70,14 +72,16 @@ class Listener:
         return host, str(port)
 
     def waiting(self) -> int | None:
-        """How many connections wait in the accept queue (TCP only; else None)."""
+        """How many connections wait in the accept queue (None where the kernel will not say)."""
         queue = self.queue()
         return None if queue is None else queue[0]
 
     def queue(self) -> tuple[int, int] | None:
-        """The accept queue's length and its limit (TCP only; else None)."""
+        """The accept queue's length and its limit (None where the kernel will not say)."""
         if self.sock.family == socket.AF_UNIX:
-            return None
+            if self.diag is None or self.diag.pid != os.getpid():  # a forked worker asks on its own socket
+                self.diag = UnixQueueProbe(self.sock)
+            return self.diag.queue()
         # struct tcp_info: on a listening socket, tcpi_unacked (offset 24) is the
         # accept queue's length and tcpi_sacked (offset 28) its limit (Linux).
         try:
@@ -90,6 +94,74 @@ class Listener:
         self.sock.close()
         if remove_file and self.address.family == socket.AF_UNIX and self.address.path:
             remove_socket_file(self.address.path)
+
+
+class UnixQueueProbe:
+    """Reads a listening unix socket's accept queue, as ``ss -xl`` does.
+
+    A unix socket has no TCP_INFO, and ``SIOCINQ`` refuses a listening one;
+    the kernel's socket-diagnostics netlink family answers instead (the
+    length in ``udiag_rqueue``, the limit in ``udiag_wqueue``). One netlink
+    socket per process, so that a worker never reads an answer meant for a
+    sibling. Where netlink is not allowed (some sandboxes) the probe says
+    None, and balancing falls back to batches.
+    """
+
+    # <linux/netlink.h>, <linux/sock_diag.h>, <linux/unix_diag.h>
+    NETLINK_SOCK_DIAG = 4
+    SOCK_DIAG_BY_FAMILY = 20
+    NLMSG_ERROR = 2
+    NLM_F_REQUEST = 1
+    UDIAG_SHOW_RQLEN = 0x10
+    UNIX_DIAG_RQLEN = 4
+    NO_COOKIE = 0xFFFFFFFF
+    HEADER = struct.Struct("=IHHII")  # nlmsghdr
+    REQUEST = struct.Struct("=BBHIII2I")  # unix_diag_req
+    MESSAGE = 16  # sizeof(struct unix_diag_msg), after which the attributes start
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.pid = os.getpid()
+        self.inode = os.fstat(sock.fileno()).st_ino
+        self.netlink: socket.socket | None = None
+        self.request = b""
+        try:
+            self.netlink = socket.socket(
+                socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, self.NETLINK_SOCK_DIAG
+            )
+        except OSError:
+            return
+        body = self.REQUEST.pack(
+            socket.AF_UNIX, 0, 0, 0, self.inode, self.UDIAG_SHOW_RQLEN, self.NO_COOKIE, self.NO_COOKIE
+        )
+        header = self.HEADER.pack(
+            self.HEADER.size + len(body), self.SOCK_DIAG_BY_FAMILY, self.NLM_F_REQUEST, 1, 0
+        )
+        self.request = header + body
+
+    def queue(self) -> tuple[int, int] | None:
+        """(waiting connections, backlog limit), or None if the kernel did not answer."""
+        if self.netlink is None:
+            return None
+        try:
+            self.netlink.send(self.request)
+            reply = self.netlink.recv(512)
+        except OSError:
+            self.netlink.close()
+            self.netlink = None  # not allowed here: stop asking
+            return None
+        length, kind = self.HEADER.unpack_from(reply)[:2]
+        if kind == self.NLMSG_ERROR:
+            return None
+        offset = self.HEADER.size + self.MESSAGE
+        while offset + 4 <= min(length, len(reply)):  # struct rtattr: length, type, payload (4-aligned)
+            size, attribute = struct.unpack_from("=HH", reply, offset)
+            if size < 4:
+                break
+            if attribute == self.UNIX_DIAG_RQLEN and size >= 12:
+                waiting, limit = struct.unpack_from("=II", reply, offset + 4)
+                return waiting, limit
+            offset += (size + 3) & ~3
+        return None
 
 
 def parse_bind(value: str) -> Address:
