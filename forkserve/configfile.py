@@ -14,10 +14,8 @@ format, an unknown key there is an error.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import runpy
-import tomllib
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +81,8 @@ def _run(path: Path) -> dict[str, Any]:
 
 
 def _load_toml(file: Path) -> dict[str, Any]:
+    import tomllib  # on use: few setups need it, every worker would carry it
+
     try:
         data = tomllib.loads(file.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -117,6 +117,8 @@ def _misspelt(name: str, value: Any, names: list[str]) -> str | None:
         return None
     if name in SPELLINGS:
         return SPELLINGS[name]
+    import difflib  # only for a name that is not a setting
+
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
     return close[0] if close else None
 

@@ -45,12 +45,9 @@ stderr: a silent server is worse than a noisy start.
 
 from __future__ import annotations
 
-import configparser
 import copy
 import json
 import logging
-import logging.config
-import logging.handlers
 import os
 import re
 import socket
@@ -146,6 +143,9 @@ class UserConfig:
 
     def apply(self, gunicorn: bool) -> frozenset[str]:
         """Apply it (merged into Gunicorn's defaults when ``gunicorn``); the logger names it set."""
+        import configparser  # on use: few setups need it, every worker would carry it
+        import logging.config
+
         configured = self.loggers
         try:
             if self.dict_config is not None:
@@ -196,6 +196,8 @@ def _dict_loggers(data: dict[str, Any]) -> frozenset[str]:
 
 
 def _file_loggers(path: str) -> frozenset[str]:
+    import configparser  # on use: few setups need it, every worker would carry it
+
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
@@ -262,6 +264,8 @@ def parse_syslog_address(address: str) -> tuple[socket.SocketKind | None, str | 
 
 
 def _syslog_facility(config: Settings) -> int:
+    import logging.handlers  # on use: few setups need it, every worker would carry it
+
     facility = logging.handlers.SysLogHandler.facility_names.get(config.syslog_facility.lower())
     if facility is None:
         raise SettingError(f"syslog_facility: unknown facility {config.syslog_facility!r}")
@@ -269,6 +273,8 @@ def _syslog_facility(config: Settings) -> int:
 
 
 def _syslog_handler(config: Settings, kind: str) -> logging.Handler:
+    import logging.handlers
+
     facility = _syslog_facility(config)
     socktype, address = parse_syslog_address(config.syslog_addr)
     try:

@@ -11,7 +11,6 @@ Python config file.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import ipaddress
 import os
@@ -991,6 +990,8 @@ def registry() -> list[Entry]:
 
 def nearest(word: str, candidates: Sequence[str]) -> str:
     """A ' (did you mean X?)' suffix naming the closest candidate, or ''."""
+    import difflib  # only on a mistake: every worker would carry it
+
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
     return f" (did you mean {close[0]}?)" if close else ""
 

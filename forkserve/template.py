@@ -24,7 +24,6 @@ One socket pair carries lines between the two::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -46,6 +45,8 @@ SPAWN_REPLY_TIMEOUT = 10.0  # seconds the master waits for a forked worker's pid
 
 def become_subreaper() -> None:
     """Orphaned descendants (the template's workers) become this process's children."""
+    import ctypes  # only --preload's template needs it; every worker would carry it
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")

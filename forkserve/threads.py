@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import queue
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,6 +21,8 @@ if TYPE_CHECKING:
 
 class RequestThreads:
     def __init__(self, count: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # only with --threads: every worker would carry it
+
         self.pool = ThreadPoolExecutor(count, thread_name_prefix="forkserve-request")
         self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.finished: queue.SimpleQueue[Connection] = queue.SimpleQueue()

@@ -33,7 +33,6 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
-from email.utils import formatdate
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +44,7 @@ from .handler import RequestAborted
 from .heartbeat import Heartbeat
 from .hooks import run_hook
 from .http.parser import Limits, Request
+from .http.response import http_date
 from .logs import access_wanted
 from .metrics import (
     LEFT_MAX_REQUESTS,
@@ -95,7 +95,7 @@ class ServerHeaders:
         now = int(time.time())
         if now != self.second:
             self.second = now
-            self.value = b"Date: %s\r\nServer: forkserve\r\n" % formatdate(now, usegmt=True).encode()
+            self.value = b"Date: %s\r\nServer: forkserve\r\n" % http_date(now).encode()
         return self.value
 
 

@@ -8,13 +8,15 @@ the connection in an unknown state.
 
 from __future__ import annotations
 
+from email.utils import formatdate
+
 import pytest
 import requests
 from conftest import ResponseReader
 from test_hostile import start, stop
 
 from forkserve.http.errors import InvalidResponse
-from forkserve.http.response import Framing, build_head, simple_response, status_code
+from forkserve.http.response import Framing, build_head, http_date, simple_response, status_code
 
 
 def head(status: str = "200 OK", headers: list[tuple[str, str]] | None = None, **overrides: object):
@@ -248,3 +250,10 @@ def test_app_date_and_server_replace_the_servers_own():
     both = head(headers=[("Server", "app"), ("Date", "x")], extra=extra)
     assert b"forkserve" not in both.data and both.data.count(b"Date:") == 1
     assert head(extra=extra).data.count(extra) == 1
+
+
+def test_the_date_header_is_an_imf_fixdate_in_english_whatever_the_locale() -> None:
+    """RFC 9110 §5.6.7; an app may set LC_TIME, and strftime's names would follow it."""
+    assert http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT"  # the RFC's own example
+    for seconds in range(0, 4_102_444_800, 86_400 * 37 + 3_607):  # 1970 to 2099, every weekday and month
+        assert http_date(seconds) == formatdate(seconds, usegmt=True)

@@ -10,6 +10,7 @@ Anything that would put a malformed message on the wire raises
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from . import grammar
@@ -27,6 +28,9 @@ STATUS_LINE = re.compile(r"[1-5][0-9]{2} [\t \x21-\x7e\x80-\xff]*")
 # value that held them would split the response into two.
 FIELD_VALUE = re.compile(r"[\t \x21-\x7e\x80-\xff]*")
 NO_BODY_STATUSES = frozenset({204, 304})
+# Fixed English names: strftime's %a and %b follow the locale, which an app may set.
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # Fields the server adds itself unless the app set them: a second Date or
 # Server line would make the response carry two values for one field.
 SERVER_FIELDS = frozenset({"date", "server"})
@@ -201,3 +205,12 @@ def chunk(data: bytes) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+def http_date(seconds: float) -> str:
+    """``seconds`` since the epoch as an IMF-fixdate (RFC 9110 §5.6.7): "Sun, 06 Nov 1994 08:49:37 GMT"."""
+    t = time.gmtime(seconds)
+    return (
+        f"{DAYS[t.tm_wday]}, {t.tm_mday:02d} {MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
