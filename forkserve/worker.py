@@ -476,10 +476,14 @@ class Worker:
     def accept(self, fd: int, service: Service, batch: int) -> None:
         listener = self.by_fd[fd]
         server = self.servers[fd]
+        # socket.accept() reads the listener's family and type as enums for
+        # every connection it wraps: read them once per wake-up instead.
+        raw_accept = listener.sock._accept  # type: ignore[attr-defined]
+        family, kind = listener.sock.family, listener.sock.type
         stepped_back = False
         for _ in range(batch):
             try:
-                sock, addr = listener.sock.accept()
+                client_fd, addr = raw_accept()
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -488,6 +492,7 @@ class Worker:
                 else:  # the client gave up before it was accepted, or similar: try again on the next wake-up
                     self.log.warning("accept() failed: %s", exc)
                 return
+            sock = socket.socket(family, kind, 0, client_fd)
             sock, environ = self.client(sock, addr, server, multithread=self.threads is not None)
             connection = Connection(sock, environ, service, self)
             stepped_back = self.balancer.accepted(stepped_back)
@@ -508,7 +513,7 @@ class Worker:
         sock.setblocking(False)
         if self.metrics is not None:
             self.metrics.connection_opened()
-        peer = (addr[0], str(addr[1])) if sock.family != socket.AF_UNIX else ("", "")
+        peer = (addr[0], str(addr[1])) if addr else ("", "")  # a unix socket's peer has no address
         if self.tls is not None:
             # The handshake runs inside the first reads, without blocking.
             sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)

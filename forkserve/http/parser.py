@@ -386,6 +386,8 @@ def _keep_alive(connection: list[str] | None, http11: bool) -> bool:
     """RFC 9112 §9.3: HTTP/1.1 stays open unless "close"; HTTP/1.0 closes unless "keep-alive"."""
     if connection is None:
         return http11
+    if len(connection) == 1 and (only := connection[0].lower()) in ("close", "keep-alive"):
+        return only == "keep-alive"  # the usual single token, without splitting it
     tokens = {token.strip(" \t") for value in connection for token in value.lower().split(",")}
     return ("close" not in tokens) if http11 else ("keep-alive" in tokens)
 
