@@ -9,7 +9,7 @@ load generator and from the scheduler, which share the two cores in
     python benchmarks/profile_hot_path.py                 # µs per request, each step
     python benchmarks/profile_hot_path.py --profile       # cProfile of the loop
     python benchmarks/profile_hot_path.py --httptools     # parser vs httptools
-    python benchmarks/profile_hot_path.py --instructions  # instructions per request, metrics off/on
+    python benchmarks/profile_hot_path.py --instructions  # instructions: metrics off/on, a new connection
 
 ``--instructions`` runs the full-request loop under ``valgrind --tool=callgrind``
 at two loop lengths and divides the difference, so start-up cancels out. An
@@ -19,7 +19,12 @@ makes it the figure for small differences such as the cost of
 
 Steps timed separately: the whole request over the socket pair, the parser
 alone, ``build_environ()``, and the response (``Exchange.run()`` into a
-transport that drops the bytes). ``--httptools`` parses the same corpus with
+transport that drops the bytes). A new connection is timed too, over
+loopback TCP: batches of clients connect and send a ``Connection: close``
+request, and ``Worker.accept()`` takes them as the worker's loop does,
+beside the least any Python server does for them (accept, one read, a fixed
+answer, close), so the ratio is forkserve's own cost per connection; the
+clients' side is in both figures. ``--httptools`` parses the same corpus with
 httptools (llhttp) when it is installed, collecting what forkserve's
 ``Request`` holds, so the figures compare like with like.
 """
@@ -50,6 +55,7 @@ from forkserve.heartbeat import Heartbeats
 from forkserve.http.parser import RequestParser
 from forkserve.service import Service
 from forkserve.settings import Settings
+from forkserve.sockets import Address, Listener
 from forkserve.streams import InputStream
 from forkserve.worker import Worker
 from forkserve.wsgi import Exchange, FileWrapper
@@ -78,6 +84,9 @@ POST = (
     b'{"name": "x", "price": 1.5}'
 )
 CORPUS = {"wrk": WRK, "browser": BROWSER, "post": POST}
+WRK_CLOSE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n"
+FLOOR_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\n" + BODY
+BATCH = 100  # connections that wait together, as under load
 
 
 def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -85,13 +94,15 @@ def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterab
     return [BODY]
 
 
-def make_worker(app: Callable[..., Iterable[bytes]], **settings: Any) -> tuple[Worker, Service]:
+def make_worker(
+    app: Callable[..., Iterable[bytes]], listeners: list[Listener] | None = None, **settings: Any
+) -> tuple[Worker, Service]:
     """A worker and its Service, built by ``Worker.make_service`` itself (default settings unless given).
 
     The same constructor the workers use, so the profile can never drift from
     what they run (defaults, hooks, the heartbeat's real store).
     """
-    worker = Worker(1, Settings(**settings), [], Heartbeats().claim(), Scoreboard().claim(), app)
+    worker = Worker(1, Settings(**settings), listeners or [], Heartbeats().claim(), Scoreboard().claim(), app)
     return worker, worker.make_service(app)
 
 
@@ -151,6 +162,48 @@ def connection_and_service(
         client.recv(65536)
 
     return one, service
+
+
+def new_connections(floor: bool = False) -> Callable[[], object]:
+    """BATCH new connections, each with one ``Connection: close`` request, over loopback TCP.
+
+    The clients connect and send; the worker takes them the way its loop
+    does when told of waiting connections (``Worker.accept()``: accept,
+    serve the request that came with the handshake, close); the clients
+    read their answers. With ``floor``, the least any Python server can do
+    takes the worker's place: accept, one read, a fixed answer, close (as
+    ``benchmarks/floor.py`` does), so the difference is forkserve's own work.
+    """
+    sock = socket.create_server(("127.0.0.1", 0), backlog=4 * BATCH)
+    listener = Listener(sock, Address(socket.AF_INET, "127.0.0.1", sock.getsockname()[1]))
+    worker, service = make_worker(hello, [listener])
+    worker.start_loop()
+    address, fd = sock.getsockname(), sock.fileno()
+
+    def least(batch: int) -> None:
+        for _ in range(batch):
+            conn, _ = sock.accept()
+            conn.setblocking(False)
+            if b"\r\n\r\n" in conn.recv(65536):
+                conn.send(FLOOR_ANSWER)
+            conn.close()
+
+    def one() -> None:
+        clients = []
+        for _ in range(BATCH):
+            client = socket.create_connection(address)
+            client.sendall(WRK_CLOSE)
+            clients.append(client)
+        if floor:
+            least(BATCH)
+        else:
+            worker.accept(fd, service, BATCH)
+        for client in clients:
+            if not client.recv(65536).startswith(b"HTTP/1.1 200 "):
+                raise RuntimeError("a new connection was not answered")
+            client.close()
+
+    return one
 
 
 def parse_only(request: bytes) -> Callable[[], object]:
@@ -259,6 +312,10 @@ def report(n: int, tcp: bool, with_httptools: bool) -> None:
             fn = make(request)
             cells.append(f"{per_call(fn, n):>10.2f}" if fn is not None else f"{'n/a':>10}")
         print(f"{label:<28}" + "".join(cells))
+    batches = max(1, n // (4 * BATCH))
+    ours, least = (per_call(new_connections(floor), batches) / BATCH for floor in (False, True))
+    print(f"new connection, Connection: close (loopback TCP, clients included): {ours:.1f} µs")
+    print(f"  the least a Python server does for it: {least:.1f} µs (forkserve x{ours / least:.2f})")
 
 
 def profile(n: int, tcp: bool, request: bytes) -> None:
@@ -275,17 +332,25 @@ def profile(n: int, tcp: bool, request: bytes) -> None:
 
 LOOP_LENGTHS = (2000, 7000)
 ROUNDS = 3  # off and on in turn; the medians are reported
+CLOSE_BATCHES = (2, 7)  # batches of BATCH new connections, for the closed-connection count
 
 
 FLUSH_EVERY = 5000  # requests; a worker flushes once a second, some 9,000 requests at full load
 
 
-def loop_only(n: int, metrics: bool) -> None:
-    """What callgrind runs: ``n`` wrk requests through the full path, nothing else.
+def loop_only(n: int, mode: str) -> None:
+    """What callgrind runs: ``n`` wrk requests through the full path, nothing else
+    (``mode`` "close" or "floor": ``n`` batches of new connections instead).
 
     With metrics the recorder's flush runs too, more often than a busy worker's
     sweep runs it, so its share is counted with room to spare.
     """
+    if mode in ("close", "floor"):
+        batch = new_connections(floor=mode == "floor")
+        for _ in range(n):
+            batch()
+        return
+    metrics = mode == "metrics"
     one, service = connection_and_service(
         WRK, False, **({"metrics_bind": ["127.0.0.1:0"]} if metrics else {})
     )
@@ -296,11 +361,11 @@ def loop_only(n: int, metrics: bool) -> None:
             service.metrics.flush()
 
 
-def instructions(n: int, metrics: bool) -> int:
-    """Instructions callgrind counts for the whole process running ``loop_only(n, metrics)``."""
+def instructions(n: int, mode: str) -> int:
+    """Instructions callgrind counts for the whole process running ``loop_only(n, mode)``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        argv = [sys.executable, __file__, "--loop", str(n)] + (["--metrics"] if metrics else [])
+        argv = [sys.executable, __file__, "--loop", str(n), "--mode", mode]
         run = subprocess.run(
             ["setarch", "-R", "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
             capture_output=True,
@@ -320,13 +385,23 @@ def report_instructions() -> None:
     rounds: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(ROUNDS):
         for metrics in (False, True):
-            total = instructions(long, metrics) - instructions(short, metrics)
+            mode = "metrics" if metrics else "keep-alive"
+            total = instructions(long, mode) - instructions(short, mode)
             rounds[metrics].append(total / (long - short))
     medians = {metrics: statistics.median(counts) for metrics, counts in rounds.items()}
     for metrics, counts in rounds.items():
         shown = ", ".join(f"{count:,.0f}" for count in counts)
         print(f"  metrics {'on ' if metrics else 'off'} {medians[metrics]:>10,.0f}   ({shown})")
     print(f"  metrics on / off: {medians[True] / medians[False]:.4f}")
+    short, long = CLOSE_BATCHES
+    count = (long - short) * BATCH
+    print(f"instructions per closed connection, its client included (callgrind, {count} connections)")
+    ours, least = (
+        (instructions(long, mode) - instructions(short, mode)) / count for mode in ("close", "floor")
+    )
+    print(f"  forkserve {ours:>10,.0f}")
+    print(f"  floor     {least:>10,.0f}   (accept, one read, a fixed answer, close)")
+    print(f"  forkserve / floor: {ours / least:.3f}")
 
 
 def main() -> int:
@@ -336,12 +411,14 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the full path")
     parser.add_argument("--request", choices=sorted(CORPUS), default="wrk", help="request for --profile")
     parser.add_argument("--httptools", action="store_true", help="also time httptools on the corpus")
-    parser.add_argument("--instructions", action="store_true", help="count instructions, metrics off and on")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions: metrics off and on, a new connection"
+    )
     parser.add_argument("--loop", type=int, help=argparse.SUPPRESS)  # what --instructions runs
-    parser.add_argument("--metrics", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="keep-alive", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loop is not None:
-        loop_only(args.loop, args.metrics)
+        loop_only(args.loop, args.mode)
     elif args.instructions:
         report_instructions()
     elif args.profile:

@@ -149,6 +149,7 @@ class Worker:
         self.pid = 0  # set in the master after the fork
         self.watch_files = False  # this worker runs the --reload file watcher
         self.statm = -1  # with --max-worker-memory, once serving: /proc/self/statm, kept open
+        self.wakeup_r = -1  # the signal wake-up pipe, once the handlers are installed
         self.memory_check_at = 0.0  # resident MiB from which after_request() reads the USS
         # As in Gunicorn: root_path, else a SCRIPT_NAME in the environment, is where the app is mounted.
         self.script_name = (settings.root_path or os.environ.get("SCRIPT_NAME", "")).rstrip("/")
@@ -384,22 +385,7 @@ class Worker:
     def serve(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.open_statm()
         service = self.make_service(app)
-        self.poller = select.epoll()
-        self.connections: dict[int, Connection] = {}
-        self.by_fd = {listener.sock.fileno(): listener for listener in self.listeners}
-        self.servers = {fd: listener.server_name for fd, listener in self.by_fd.items()}
-        for listener in self.listeners:
-            listener.sock.setblocking(False)
-            if listener.sock.family != socket.AF_UNIX:
-                # Accepted sockets inherit it (Linux): one call here, none per connection.
-                listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.poller.register(self.wakeup_r, select.EPOLLIN)
-        self.threads: RequestThreads | None = None
-        if self.request_threads() > 1:
-            self.threads = RequestThreads(self.request_threads())
-            self.poller.register(self.threads.done_r, select.EPOLLIN)
-        balancer = self.balancer = Balancer(self.poller, self.by_fd, self.seat, self)
-        balancer.start()
+        balancer = self.start_loop()
         poll_timeout = min(1.0, self.settings.timeout / 4) if self.settings.timeout else 1.0
         next_sweep = time.monotonic() + 1.0
         beat = self.heartbeat.beat
@@ -411,6 +397,27 @@ class Worker:
             if now >= next_sweep:
                 next_sweep = self.sweep(service)
         self.leave(service)
+
+    def start_loop(self) -> Balancer:
+        """The event loop's state: its epoll, the connections, the listeners watched by the balancer."""
+        self.poller = select.epoll()
+        self.connections: dict[int, Connection] = {}
+        self.by_fd = {listener.sock.fileno(): listener for listener in self.listeners}
+        self.servers = {fd: listener.server_name for fd, listener in self.by_fd.items()}
+        for listener in self.listeners:
+            listener.sock.setblocking(False)
+            if listener.sock.family != socket.AF_UNIX:
+                # Accepted sockets inherit it (Linux): one call here, none per connection.
+                listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.wakeup_r >= 0:  # none in an in-process harness, which installs no handlers
+            self.poller.register(self.wakeup_r, select.EPOLLIN)
+        self.threads: RequestThreads | None = None
+        if self.request_threads() > 1:
+            self.threads = RequestThreads(self.request_threads())
+            self.poller.register(self.threads.done_r, select.EPOLLIN)
+        self.balancer = Balancer(self.poller, self.by_fd, self.seat, self)
+        self.balancer.start()
+        return self.balancer
 
     def open_connections(self) -> int:
         return len(self.connections) + (len(self.threads.running) if self.threads else 0)
