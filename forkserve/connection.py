@@ -89,6 +89,7 @@ class Connection:
     ) -> None:
         self.sock = sock
         self.base_environ = base_environ
+        self.peer = f"{base_environ['REMOTE_ADDR']}:{base_environ['REMOTE_PORT']}"  # logs, heartbeat
         self.service = service
         self.host = host
         self.parser = RequestParser(service.limits)
@@ -107,10 +108,6 @@ class Connection:
         if service.proxy_protocol is not None and service.proxy_protocol.trusts(base_environ["REMOTE_ADDR"]):
             self.phase = PROXY
             self.proxy_header = bytearray()
-
-    @property
-    def peer(self) -> str:
-        return f"{self.base_environ['REMOTE_ADDR']}:{self.base_environ['REMOTE_PORT']}"
 
     @property
     def aborted(self) -> bool:
@@ -164,6 +161,7 @@ class Connection:
         consumed, client = result
         if client is not None:
             self.base_environ = {**self.base_environ, "REMOTE_ADDR": client[0], "REMOTE_PORT": client[1]}
+            self.peer = f"{client[0]}:{client[1]}"
         rest = bytes(self.proxy_header[consumed:])
         self.proxy_header.clear()
         self.phase = HEAD
