@@ -52,7 +52,7 @@ from .http.parser import Request, RequestParser
 from .http.response import simple_response
 from .proxy import parse_proxy_protocol, starts_proxy_header
 from .service import Host, Service
-from .transport import RECV_SIZE, WANT_READ, Transport
+from .transport import RECV_SIZE, Transport
 from .wsgi import Exchange
 
 DRAIN_LIMIT = 1 << 20  # unread body bytes skipped to reuse a connection; past it, close
@@ -121,7 +121,7 @@ class Connection:
         try:
             # Plain sockets skip recv()'s TLS bookkeeping: this runs once per request.
             data = self.transport.recv() if self.tls else self.sock.recv(RECV_SIZE)
-        except WANT_READ:
+        except self.transport.waits.read:
             return True
         except OSError as exc:  # a failed TLS handshake lands here too
             return self.client_left(str(exc))

@@ -21,11 +21,11 @@ import contextlib
 import os
 import select
 import signal
-import ssl
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import logs, systemd
 from .balance import Scoreboard
@@ -50,6 +50,9 @@ from .statsd import StatsD
 from .template import Template, TemplateError, become_subreaper
 from .tls import make_context
 from .worker import Worker
+
+if TYPE_CHECKING:
+    import ssl
 
 HANDLED_SIGNALS = (
     signal.SIGHUP,

@@ -28,7 +28,6 @@ import contextlib
 import os
 import select
 import socket
-import ssl
 import threading
 import time
 from typing import IO
@@ -36,13 +35,10 @@ from typing import IO
 from .http.errors import HTTPError
 from .http.parser import RequestParser
 from .service import Host, Service
+from .tls import PLAIN_WAITS, is_tls, tls_waits
 
 RECV_SIZE = 65536
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# A TLS socket that needs to read (or write) before it can go on says so with
-# these rather than BlockingIOError.
-WANT_READ = (BlockingIOError, ssl.SSLWantReadError)
-WANT_WRITE = (BlockingIOError, ssl.SSLWantWriteError)
 
 
 class ClientGone(Exception):
@@ -75,6 +71,7 @@ class Transport:
         "service",
         "sock",
         "tls",
+        "waits",
     )
 
     def __init__(self, sock: socket.socket, parser: RequestParser, service: Service, host: Host) -> None:
@@ -82,7 +79,10 @@ class Transport:
         self.parser = parser  # the connection's: body bytes the app reads are parsed as they come
         self.service = service
         self.host = host
-        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.tls = is_tls(sock)
+        # A TLS socket that must read (or write) before it can go on says so with
+        # ssl's own errors rather than BlockingIOError.
+        self.waits = tls_waits() if self.tls else PLAIN_WAITS
         self.early = bytearray()  # body bytes the connection collected before the app ran
         self.expect_continue = False  # the request waits for 100 Continue before its body
         self.continue_sent = False
@@ -160,10 +160,10 @@ class Transport:
         while True:
             try:
                 data = self.recv()
-            except WANT_READ:
+            except self.waits.read:
                 self.wait(select.POLLIN, self.body_deadline())
                 continue
-            except ssl.SSLWantWriteError:
+            except self.waits.tls_write:
                 self.wait(select.POLLOUT)
                 continue
             except OSError as exc:
@@ -182,7 +182,7 @@ class Transport:
             self.claim()
         try:
             sent = self.sock.send(data)
-        except (*WANT_WRITE, ssl.SSLWantReadError):
+        except self.waits.either:
             sent = 0
         except OSError as exc:
             raise ClientGone(str(exc)) from None
@@ -194,9 +194,9 @@ class Transport:
             self.wait(event)
             try:
                 view = view[self.sock.send(view) :]
-            except WANT_WRITE:
+            except self.waits.write:
                 event = select.POLLOUT
-            except ssl.SSLWantReadError:  # TLS renegotiation: the peer must speak first
+            except self.waits.tls_read:  # TLS renegotiation: the peer must speak first
                 event = select.POLLIN
             except OSError as exc:
                 raise ClientGone(str(exc)) from None

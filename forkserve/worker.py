@@ -30,7 +30,6 @@ import random
 import select
 import signal
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType
@@ -77,6 +76,8 @@ from .threads import RequestThreads
 from .wsgi import FileWrapper
 
 if TYPE_CHECKING:
+    import ssl
+
     from .master import Master
 
 MAX_FIELDS = 32768  # limit_request_fields = 0: Gunicorn's own ceiling

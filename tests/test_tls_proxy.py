@@ -42,6 +42,21 @@ def test_https_serves_environ_files_and_bodies(serve, certs, tmp_path):
     ] * 3
 
 
+def _maps_openssl(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return any("libssl" in line for line in maps)
+
+
+def test_openssl_is_loaded_only_when_tls_is_on(serve, certs):
+    """Loading OpenSSL costs every process of the pool megabytes: a server without TLS
+    (behind nginx, say) never loads it; one with TLS loads it in every process."""
+    plain = serve("basic:app", "--workers", "2", workers=2)
+    assert requests.get(plain.url + "/", timeout=10).status_code == 200
+    assert not any(_maps_openssl(pid) for pid in [plain.pid, *plain.workers()])
+    tls = serve("basic:app", "--workers", "2", *tls_args(certs), workers=2)
+    assert all(_maps_openssl(pid) for pid in [tls.pid, *tls.workers()])
+
+
 def test_plain_http_to_a_tls_port_costs_only_that_connection(serve, certs):
     server = serve("basic:app", *tls_args(certs))
     with pytest.raises(requests.ConnectionError):
