@@ -146,11 +146,12 @@ class UnixQueueProbe:
             self.netlink.send(self.request)
             reply = self.netlink.recv(512)
         except OSError:
+            reply = b""
+        length, kind = self.HEADER.unpack_from(reply)[:2] if len(reply) >= self.HEADER.size else (0, 0)
+        if not length or kind == self.NLMSG_ERROR:
+            # Not allowed here, or no unix_diag in this kernel: it will not answer later either.
             self.netlink.close()
-            self.netlink = None  # not allowed here: stop asking
-            return None
-        length, kind = self.HEADER.unpack_from(reply)[:2]
-        if kind == self.NLMSG_ERROR:
+            self.netlink = None
             return None
         offset = self.HEADER.size + self.MESSAGE
         while offset + 4 <= min(length, len(reply)):  # struct rtattr: length, type, payload (4-aligned)

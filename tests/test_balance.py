@@ -27,7 +27,7 @@ from forkserve.balance import (
     fair_share,
     steps_back,
 )
-from forkserve.sockets import Address, Listener
+from forkserve.sockets import Address, Listener, UnixQueueProbe
 
 
 def test_a_worker_steps_back_only_when_another_holds_fewer_connections():
@@ -334,6 +334,16 @@ def test_a_listener_reports_how_many_connections_wait_in_its_queue(tmp_path):
         assert listener.waiting() == 2
     for sock in clients:
         sock.close()
+
+
+def test_a_queue_probe_the_kernel_refuses_stops_asking():
+    """Where the kernel will not answer (no unix_diag, or a socket it does not know),
+    the probe says None, once, and balancing falls back to batches."""
+    server = socket.create_server(("127.0.0.1", 0))  # a unix_diag request for it finds no unix socket
+    with server:
+        probe = UnixQueueProbe(server)
+        assert probe.queue() is None
+        assert probe.netlink is None  # no netlink round trip on the next wake-up
 
 
 def test_behind_a_unix_socket_a_worker_takes_its_fair_share_of_a_queue(tmp_path):
